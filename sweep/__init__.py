@@ -1,0 +1,1 @@
+"""The sweep engine: catalog of sweeps, Ray Tune trainable, MLflow tracking, aggregation."""
