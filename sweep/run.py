@@ -1,0 +1,199 @@
+"""``python -m sweep.run SWEEP``: run a sweep of the paper as Ray Tune trials tracked in MLflow.
+
+Everything that can be checked before Ray starts is checked first (sweep, overrides, storage, tracking
+store, data); a problem there ends the command with one line and exit status 2, having started nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sweep.catalog import SWEEPS, build_sweep
+from sweep.data import DataUnavailable, load_dataset
+from sweep.specs import PROFILES, TrialSpec, parse_override
+from sweep.tracking import Tracker, TrackingCallback, TrackingUnavailable, default_tracking_uri
+
+__all__ = ["main"]
+
+DEFAULT_STORAGE = "sweeps"
+DEFAULT_DATA_ROOT = Path.home() / ".cache" / "pushpull-sweep" / "data"
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m sweep.run", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", nargs="?", help=f"one of: {', '.join(SWEEPS)}")
+    parser.add_argument("--list", action="store_true", help="print the sweeps with their trial counts and exit")
+    parser.add_argument("--profile", default="paper", choices=PROFILES, help="paper: the real recipe; smoke: capped, minutes on a CPU")
+    parser.add_argument("--seeds", type=int, default=1, help="repeat each trial with seeds 0..N-1")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[lenet.|wrn.]KEY=VALUE", help="override a recipe field")
+    parser.add_argument("--data-root", help="data sets folder (default: $SWEEP_DATA_ROOT or ~/.cache/pushpull-sweep/data)")
+    parser.add_argument("--storage", help="Ray Tune storage folder or URI (default: $SWEEP_STORAGE or ./sweeps)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
+    parser.add_argument("--address", help="Ray cluster address, e.g. auto (default: $RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    parser.add_argument("--max-failures", type=int, default=2, help="restarts of a trial whose worker dies (from its last checkpoint)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, errored ones retried")
+    parser.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
+    return parser
+
+
+def _trial_table(specs: list[TrialSpec]) -> str:
+    rows = [("trial key", "model", "h", "alpha", "dataset", "seed", "epochs", "resources (GPU cluster / CPU only)")]
+    for spec in specs:
+        gpu, cpu = spec.resources(True, 2), spec.resources(False, 2)
+        resources = f"{gpu['cpu']:g} CPU + {gpu['gpu']:g} GPU / {cpu['cpu']:g} CPU"
+        h, alpha = ("-", "-") if not spec.model.pushpull else (f"{spec.model.h:g}", f"{spec.model.alpha:g}")
+        rows.append((spec.key, spec.model.name, h, alpha, spec.dataset, str(spec.seed), str(spec.recipe.epochs), resources))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines + [f"{len(specs)} trials"])
+
+
+def _trial_dirname(trial: Any) -> str:
+    return TrialSpec.from_dict(trial.config["spec"]).key
+
+
+def _trial_resources(config: dict[str, Any]) -> dict[str, float]:
+    return TrialSpec.from_dict(config["spec"]).resources(config["gpus"], config["node_cpus"])
+
+
+def _plan(args: argparse.Namespace) -> list[TrialSpec]:
+    if args.sweep is None:
+        raise UsageError(f"name a sweep: {', '.join(SWEEPS)} (or --list)")
+    try:
+        overrides = [parse_override(text) for text in args.overrides]
+        return build_sweep(args.sweep, profile=args.profile, seeds=args.seeds, overrides=overrides)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_sweep_record(record_path: Path, record: dict[str, Any], resume: bool) -> None:
+    """A sweep folder is continued only with --resume, and only as it was started."""
+    if not resume:
+        if record_path.exists():
+            raise UsageError(f"sweep {record['sweep']!r} already exists in {record_path.parent}: continue it with --resume, or pass another --storage")
+        return
+    if not record_path.exists():
+        raise UsageError(f"nothing to resume: no sweep {record['sweep']!r} in {record_path.parent}")
+    started = json.loads(record_path.read_text())
+    if started["trial_keys"] != record["trial_keys"]:
+        raise UsageError("--resume continues the sweep as it was started: use the same --profile, --seeds and --set")
+    if started["tracking_uri"] != record["tracking_uri"]:
+        raise UsageError(f"--resume continues the sweep with the tracking store it started with: {started['tracking_uri']}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    specs = _plan(args)
+    if args.dry_run:
+        print(_trial_table(specs))
+        return 0
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+
+    storage = Path(args.storage or os.environ.get("SWEEP_STORAGE") or DEFAULT_STORAGE).expanduser().resolve()
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(storage)
+    record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs]}
+    record_path = storage / f"{args.sweep}.sweep.json"
+    _check_sweep_record(record_path, record, args.resume)
+
+    artifact_root = storage / "mlartifacts"
+    try:
+        tracker = Tracker(tracking_uri, args.sweep, artifact_root)
+    except TrackingUnavailable as error:
+        raise UsageError(str(error)) from None
+    data_root = args.data_root or os.environ.get("SWEEP_DATA_ROOT") or DEFAULT_DATA_ROOT
+    try:
+        data = {name: load_dataset(name, data_root) for name in dict.fromkeys(s.dataset for s in specs)}
+    except DataUnavailable as error:
+        raise UsageError(str(error)) from None
+
+    import ray  # Ray starts only once every check has passed.
+    from ray import tune
+
+    from sweep.trainable import train_trial
+
+    if not ray.is_initialized():
+        ray.init(address=args.address)
+    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), _trial_resources)
+    experiment_path = storage / args.sweep
+    if args.resume:
+        tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True)
+    else:
+        storage.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(record, indent=1))
+        tuner = tune.Tuner(
+            trainable,
+            param_space={
+                "spec": tune.grid_search([spec.to_dict() for spec in specs]),
+                "gpus": gpus,
+                "node_cpus": node_cpus,
+            },
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=args.max_concurrent,
+                trial_name_creator=_trial_dirname,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=args.sweep,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[TrackingCallback(tracking_uri, args.sweep, artifact_root)],
+            ),
+        )
+    print(f"sweep {args.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {tracking_uri}", flush=True)
+    results = tuner.fit()
+    return _summarize(results, tracker)
+
+
+def _summarize(results: Any, tracker: Tracker) -> int:
+    """Make sure every finished trial has its FINISHED run, and print one line per failed trial."""
+    failed = []
+    for result in results:
+        spec = TrialSpec.from_dict(result.config["spec"])
+        if result.error is not None:
+            reason = str(result.error).strip().splitlines()[-1] if str(result.error).strip() else type(result.error).__name__
+            failed.append(f"FAILED {spec.key} ({spec.model.name} on {spec.dataset}, seed {spec.seed}): {reason}")
+            if tracker.status(spec.key) != "FAILED":
+                tracker.fail(spec, reason)
+        elif tracker.status(spec.key) != "FINISHED":
+            # Finished while no driver was listening (e.g. the driver died): log what Tune kept.
+            tracker.log_result(spec, result.metrics)
+            tracker.finish(spec, result.metrics)
+    for line in failed:
+        print(line, file=sys.stderr)
+    print(f"{len(results) - len(failed)} of {len(results)} trials finished", flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        if args.list:
+            for name, (description, pairs) in SWEEPS.items():
+                print(f"{name:12} {len(build_sweep(name)):3d} trials  {description}")
+            return 0
+        return _run(args)
+    except UsageError as error:
+        print(f"sweep.run: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Trial specs: what one trial trains and how, validated once, hashed into a stable trial key.
+
+A :class:`TrialSpec` is (dataset, model, recipe, seed). Everything downstream (the Ray trainable, the
+MLflow callback, the aggregator) receives specs that already passed validation here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from models import ModelSpec
+
+__all__ = [
+    "DATASETS",
+    "PROFILES",
+    "Recipe",
+    "TRIAL_RESOURCES",
+    "TrialSpec",
+    "apply_overrides",
+    "default_recipe",
+    "parse_override",
+]
+
+# dataset -> (architecture it is trained with, number of classes)
+DATASETS: dict[str, tuple[str, int]] = {"mnist": ("lenet", 10), "cifar10": ("wrn", 10), "cifar100": ("wrn", 100)}
+PROFILES = ("paper", "smoke")
+# Ray resources of one trial on a GPU cluster: LeNets pack four to a GPU, a WRN takes a whole one.
+# Without GPUs a trial takes the CPUs alone and uses that many torch threads.
+TRIAL_RESOURCES: dict[str, dict[str, float]] = {"lenet": {"cpu": 1, "gpu": 0.25}, "wrn": {"cpu": 2, "gpu": 1}}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained and tested.
+
+    Attributes:
+        epochs: passes over the training set.
+        lr: initial learning rate of SGD.
+        milestones: epochs at which the learning rate is multiplied by ``lr_decay``.
+        lr_decay: that factor.
+        momentum, nesterov, weight_decay: SGD settings.
+        batch_size: training images per step.
+        augment: random 32x32 crop of the 4-pixel zero-padded image and horizontal flip (CIFAR).
+        normalize: subtract the data set's mean and divide by its std (after the test-time noise).
+        max_train_batches: stop each epoch after this many batches (None: the whole training set).
+        max_test_images: score on the first this many test images (None: the whole test set).
+        eval_batch_size: images per forward pass at test time.
+    """
+
+    epochs: int
+    lr: float
+    milestones: tuple[int, ...]
+    lr_decay: float
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    augment: bool = False
+    normalize: bool = True
+    max_train_batches: int | None = None
+    max_test_images: int | None = None
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "epochs")
+        _positive_int(self, "batch_size")
+        _positive_int(self, "eval_batch_size")
+        for name in ("max_train_batches", "max_test_images"):
+            if getattr(self, name) is not None:
+                _positive_int(self, name)
+        for name in ("lr", "lr_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        milestones = tuple(self.milestones)
+        if any(not isinstance(m, int) or m <= 0 for m in milestones) or list(milestones) != sorted(set(milestones)):
+            raise ValueError(f"milestones must be increasing positive epochs, got {self.milestones!r}")
+        object.__setattr__(self, "milestones", milestones)
+        for name in ("lr", "lr_decay", "momentum", "weight_decay"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+
+def _positive_int(recipe: Recipe, name: str) -> None:
+    value = getattr(recipe, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+# The paper's recipes (Sec. 4; WRN as in Zagoruyko & Komodakis).
+_PAPER_RECIPES = {
+    "lenet": Recipe(epochs=90, lr=0.1, milestones=(30, 60), lr_decay=0.1),
+    "wrn": Recipe(epochs=200, lr=0.1, milestones=(60, 120, 160), lr_decay=0.2, augment=True),
+}
+# Every architecture and the whole noise suite, on a sliver of the data: proves the pipeline, not the model.
+_SMOKE_CAPS = {
+    "lenet": dict(epochs=1, milestones=(), batch_size=64, max_train_batches=100, max_test_images=500),
+    "wrn": dict(epochs=1, milestones=(), batch_size=8, max_train_batches=2, max_test_images=16, eval_batch_size=16),
+}
+
+
+def default_recipe(arch: str, profile: str) -> Recipe:
+    """The recipe of ``arch`` (``"lenet"`` or ``"wrn"``) under ``profile`` (``"paper"`` or ``"smoke"``)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    recipe = _PAPER_RECIPES[arch]
+    return dataclasses.replace(recipe, **_SMOKE_CAPS[arch]) if profile == "smoke" else recipe
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: train ``model`` on ``dataset`` with ``recipe`` from ``seed``, then score it on the noise suite."""
+
+    dataset: str
+    model: ModelSpec
+    recipe: Recipe
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}: expected one of {', '.join(DATASETS)}")
+        arch, num_classes = DATASETS[self.dataset]
+        if self.model.arch != arch or self.model.num_classes != num_classes:
+            raise ValueError(f"{self.dataset} needs arch={arch!r} with num_classes={num_classes}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict that :meth:`from_dict` turns back into an equal spec."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
+        recipe = dict(data["recipe"], milestones=tuple(data["recipe"]["milestones"]))
+        return cls(data["dataset"], ModelSpec(**data["model"]), Recipe(**recipe), data["seed"])
+
+    @property
+    def key(self) -> str:
+        """Stable id: readable prefix plus a hash of every field. Equal specs, equal keys, in any process."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+        return f"{self.dataset}-{self.model.name}-s{self.seed}-{digest}"
+
+    def resources(self, gpus: bool, max_cpus: float) -> dict[str, float]:
+        """Ray resources of this trial on a cluster with or without GPUs and ``max_cpus`` CPUs per node."""
+        wanted = TRIAL_RESOURCES[self.model.arch]
+        cpus = min(wanted["cpu"], max(1, max_cpus))
+        return {"cpu": cpus, "gpu": wanted["gpu"]} if gpus else {"cpu": cpus}
+
+    def params(self) -> dict[str, Any]:
+        """The flattened spec, as MLflow params: model and recipe fields side by side."""
+        model = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "num_classes"}
+        recipe = dataclasses.asdict(self.recipe)
+        recipe["milestones"] = ",".join(str(m) for m in self.recipe.milestones)
+        return {"dataset": self.dataset, "model": self.model.name, "seed": self.seed, **model, **recipe}
+
+
+def parse_override(text: str) -> tuple[str | None, str, Any]:
+    """``[lenet.|wrn.]KEY=VALUE`` -> (arch or None, key, typed value) for a :class:`Recipe` field.
+
+    Raises ValueError with a one-line message for an unknown key or a value of the wrong type.
+    """
+    if "=" not in text:
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE")
+    name, raw = (part.strip() for part in text.split("=", 1))
+    arch, _, key = name.rpartition(".")
+    if arch and arch not in ("lenet", "wrn"):
+        raise ValueError(f"--set {text!r}: a scope must be 'lenet.' or 'wrn.', got {arch!r}")
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    if key not in fields:
+        raise ValueError(f"unknown --set key {key!r}: expected one of {', '.join(fields)}")
+    return arch or None, key, _parse_value(text, key, raw, Recipe.__dataclass_fields__[key].type)
+
+
+def _parse_value(text: str, key: str, raw: str, annotation: str) -> Any:
+    try:
+        if key == "milestones":
+            return tuple(int(m) for m in raw.split(",") if m.strip())
+        if annotation == "bool":
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        if raw.lower() == "none" and "None" in annotation:
+            return None
+        return int(raw) if annotation.startswith("int") else float(raw)
+    except ValueError:
+        raise ValueError(f"invalid value in --set {text}: {key} takes {annotation.replace(' | None', ' or none')}") from None
+
+
+def apply_overrides(spec: TrialSpec, overrides: list[tuple[str | None, str, Any]]) -> TrialSpec:
+    """``spec`` with the recipe fields set by ``overrides`` (scoped ones only on their architecture)."""
+    changes = {key: value for arch, key, value in overrides if arch in (None, spec.model.arch)}
+    if not changes:
+        return spec
+    try:
+        recipe = dataclasses.replace(spec.recipe, **changes)
+    except ValueError as error:
+        raise ValueError(f"invalid --set for {spec.model.name}: {error}") from None
+    return dataclasses.replace(spec, recipe=recipe)

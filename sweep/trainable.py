@@ -1,0 +1,120 @@
+"""The Ray Tune function trainable: one trial = one model trained, checkpointed each epoch, then scored.
+
+It reports to Tune only (``ray.tune.report``); tracking happens on the driver (see sweep.tracking), so
+trials need no access to the MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from models import build_model
+from sweep.data import MEAN_STD, DatasetTensors
+from sweep.metrics import noise_metric
+from sweep.specs import TrialSpec
+from sweep.training import Normalizer, capped_test_set, evaluate, evaluate_suite, make_optimizer, train_epoch
+
+__all__ = ["CHECKPOINT_FILE", "train_trial"]
+
+CHECKPOINT_FILE = "trial.pt"
+
+
+def _save_checkpoint(directory: str, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: a reader never sees a half-written file."""
+    target = Path(directory) / CHECKPOINT_FILE
+    partial = target.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, target)
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None:
+    """Train and score the trial in ``config["spec"]`` (a TrialSpec dict) on ``data[spec.dataset]``.
+
+    Resumes from ``tune.get_checkpoint()`` when Tune restarts the trial (worker lost, sweep resumed).
+    """
+    spec = TrialSpec.from_dict(config["spec"])
+    recipe = spec.recipe
+    # A trial without a GPU gets CUDA_VISIBLE_DEVICES="" from Ray, so this is its share of the node.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    torch.set_num_threads(max(1, int(cpus)))
+
+    tensors = data[spec.dataset]
+    train_images, train_labels = tensors.train_images.to(device), tensors.train_labels.to(device)
+    test_images, test_labels = capped_test_set(tensors.test_images.to(device), tensors.test_labels.to(device), recipe)
+    normalize = Normalizer(*MEAN_STD[spec.dataset], device=device, enabled=recipe.normalize)
+
+    torch.manual_seed(spec.seed)
+    random.seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    model = build_model(spec.model).to(device)
+    optimizer, scheduler = make_optimizer(model, recipe)
+
+    start_epoch, final_metrics = 0, None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"], generator)
+        start_epoch, final_metrics = state["epoch"], state["final_metrics"]
+
+    if final_metrics is not None:
+        tune.report(final_metrics)  # finished before the restart: report the scores again, nothing to train
+        return
+
+    for epoch in range(start_epoch, recipe.epochs):
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_epoch(model, optimizer, train_images, train_labels, recipe, normalize, generator)
+        scheduler.step()
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": stats.loss,
+            "train_acc": stats.accuracy,
+            "test_acc": evaluate(model, test_images, test_labels, normalize, recipe.eval_batch_size),
+            "lr": lr,
+            "epoch_seconds": stats.seconds,
+            "images_per_second": stats.images / stats.seconds,
+        }
+        if epoch + 1 == recipe.epochs:
+            scores = evaluate_suite(model, spec.dataset, test_images, test_labels, normalize, recipe.eval_batch_size)
+            metrics.update({noise_metric(s.noise, s.level): accuracy for s, accuracy in scores})
+            final_metrics = metrics
+        with tempfile.TemporaryDirectory() as directory:
+            _save_checkpoint(
+                directory,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(generator),
+                    "epoch": epoch + 1,
+                    "final_metrics": final_metrics,
+                },
+            )
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

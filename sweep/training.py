@@ -1,0 +1,165 @@
+"""The training and scoring loop of one trial, on whole-data-set tensors (no Ray, no MLflow, no files).
+
+Batches are cut from a uint8 tensor that lives on the trial's device and augmented as tensors, as in
+airbench: no per-sample PIL pipeline, no DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perturb import Perturbation, noise_suite, perturb_test_set
+from sweep.specs import Recipe
+
+__all__ = [
+    "EpochStats",
+    "Normalizer",
+    "augment",
+    "evaluate",
+    "evaluate_suite",
+    "make_optimizer",
+    "capped_test_set",
+    "train_epoch",
+]
+
+
+class Normalizer:
+    """``(x - mean) / std`` per channel, or the identity; x: (N, C, H, W) in [0, 1]."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, enabled: bool) -> None:
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.enabled = enabled
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.mean) / self.std if self.enabled else images
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch of training: mean loss, accuracy in percent, images seen, wall-clock seconds."""
+
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
+    """SGD with the recipe's momentum and weight decay, and its step schedule (stepped once per epoch)."""
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), gamma=recipe.lr_decay)
+    return optimizer, scheduler
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop of the zero-padded batch and random horizontal flip, per image.
+
+    images: (N, C, H, W) float; returns the same shape. Draws come from ``generator`` (on the CPU).
+    """
+    n, _, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=generator).to(images.device)
+    rows = (offsets[0] + torch.arange(height, device=images.device)).view(n, 1, height, 1)
+    cols = (offsets[1] + torch.arange(width, device=images.device)).view(n, 1, 1, width)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+    channels = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+    cropped = padded[batch, channels, rows, cols]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1, 1)
+    return torch.where(flip, cropped.flip(3), cropped)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: Recipe,
+    normalize: Normalizer,
+    generator: torch.Generator,
+) -> EpochStats:
+    """One pass over (a shuffled, possibly capped part of) the training set.
+
+    images: (N, C, H, W) uint8 on the model's device; labels: (N,) int64 on the same device.
+    """
+    start = time.perf_counter()
+    model.train()
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    batches = order.split(recipe.batch_size)
+    if recipe.max_train_batches is not None:
+        batches = batches[: recipe.max_train_batches]
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.int64)
+    seen = 0
+    for index in batches:
+        batch = images[index].float().div_(255)
+        if recipe.augment:
+            batch = augment(batch, generator)
+        target = labels[index]
+        logits = model(normalize(batch))
+        loss = F.cross_entropy(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Accumulated on the device: one host sync per epoch, not per step.
+        loss_sum += loss.detach() * len(index)
+        correct += (logits.argmax(1) == target).sum()
+        seen += len(index)
+    return EpochStats(
+        loss=loss_sum.item() / seen,
+        accuracy=100.0 * correct.item() / seen,
+        images=seen,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer, batch_size: int
+) -> float:
+    """Accuracy in percent. images: (N, C, H, W) float in [0, 1] (possibly noisy), labels: (N,) int64."""
+    model.eval()
+    correct = torch.zeros((), device=images.device, dtype=torch.int64)
+    for batch, target in zip(images.split(batch_size), labels.split(batch_size)):
+        correct += (model(normalize(batch)).argmax(1) == target).sum()
+    return 100.0 * correct.item() / len(images)
+
+
+def capped_test_set(images: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (possibly capped) test set as floats in [0, 1] and its labels."""
+    count = len(images) if recipe.max_test_images is None else min(recipe.max_test_images, len(images))
+    return images[:count].float().div_(255), labels[:count]
+
+
+def evaluate_suite(
+    model: nn.Module,
+    dataset: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalize: Normalizer,
+    batch_size: int,
+) -> list[tuple[Perturbation, float]]:
+    """Accuracy in percent on every setting of ``noise_suite(dataset)``, in suite order.
+
+    images: (N, C, H, W) float in [0, 1]. Every model sees the same noisy images (see perturb_test_set).
+    """
+    clean = evaluate(model, images, labels, normalize, batch_size)
+    results = []
+    for setting in noise_suite(dataset):
+        if setting.noise != "poisson" and setting.level == 0:
+            results.append((setting, clean))  # zero variance leaves the images unchanged
+            continue
+        noisy = perturb_test_set(images, dataset, setting)
+        results.append((setting, evaluate(model, noisy, labels, normalize, batch_size)))
+    return results

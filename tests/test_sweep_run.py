@@ -1,0 +1,181 @@
+"""Real Ray Tune sweeps (smoke profile, tiny synthetic data sets in torchvision's formats) and the CLI."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from sweep.catalog import build_sweep
+from sweep.metrics import parse_noise_metric
+from sweep.run import main
+from tests.datasets import cifar_checksums_disabled, write_cifar, write_mnist
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sweep.run", *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def runs_of(storage: Path, sweep: str) -> list:
+    client = mlflow.MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(sweep)
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root, n_train=640, n_test=100)
+    return root
+
+
+# --- bad input: one line, exit 2, nothing started -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "sweep.run: error: unknown sweep 'nope': expected one of lenet, wrn_width, wrn_depth, cifar100, sensitivity, paper_full"),
+        (["lenet", "--set", "lrr=0.1"], "sweep.run: error: unknown --set key 'lrr': expected one of epochs, lr,"),
+        (["lenet", "--set", "lr=fast"], "sweep.run: error: invalid value in --set lr=fast: lr takes float"),
+        (["lenet", "--set", "lr=-1"], "sweep.run: error: invalid --set for A: lr must be a number > 0, got -1.0"),
+        (["lenet", "--set", "epochs=0"], "sweep.run: error: invalid --set for A: epochs must be an integer >= 1, got 0"),
+        (["lenet", "--seeds", "0"], "sweep.run: error: --seeds must be an integer >= 1, got 0"),
+        (["lenet", "--profile", "fast"], "sweep.run: error: argument --profile: invalid choice: 'fast'"),
+        ([], "sweep.run: error: name a sweep"),
+    ],
+)
+def test_bad_input_stops_with_one_line_and_exit_2_before_ray_starts(tmp_path, args, message):
+    result = run_cli(*args, "--storage", str(tmp_path / "store"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(message)
+    assert not (tmp_path / "store").exists()
+
+
+def test_missing_data_stops_with_what_to_put_where(tmp_path):
+    result = run_cli("lenet", "--profile", "smoke", "--storage", str(tmp_path / "store"), "--data-root", str(tmp_path / "empty"))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("sweep.run")]
+    assert lines == [result.stderr.strip().splitlines()[-1]]
+    assert f"mnist is not in {tmp_path / 'empty'}" in lines[0]
+    assert f"{tmp_path / 'empty'}/MNIST/raw" in lines[0]
+    assert not (tmp_path / "store" / "lenet").exists()
+
+
+def test_unreachable_tracking_server_stops_early(tmp_path, mnist_root):
+    result = run_cli("lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--tracking-uri", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("sweep.run: error: cannot reach the MLflow tracking server at http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(("seeds", "count"), [("1", 32), ("2", 64)])
+def test_dry_run_lists_the_distinct_trials_of_paper_full(seeds, count):
+    result = run_cli("paper_full", "--dry-run", "--seeds", seeds)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == f"{count} trials"
+    keys = [line.split()[0] for line in lines[1:-1]]
+    assert len(keys) == len(set(keys)) == count
+    assert keys == [spec.key for spec in build_sweep("paper_full", seeds=int(seeds))]
+
+
+def test_list_prints_every_sweep_with_its_trial_count():
+    result = run_cli("--list")
+    counts = {line.split()[0]: int(line.split()[1]) for line in result.stdout.strip().splitlines()}
+    assert counts == {"lenet": 8, "wrn_width": 8, "wrn_depth": 8, "cifar100": 2, "sensitivity": 10, "paper_full": 32}
+
+
+# --- real sweeps ----------------------------------------------------------------------------------
+
+
+def assert_one_finished_run_per_trial(storage: Path, sweep: str, specs, noise_levels: int) -> list:
+    runs = runs_of(storage, sweep)
+    keys = sorted(run.data.tags["trial_key"] for run in runs)
+    assert keys == sorted(spec.key for spec in specs)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        noise = [name for name in run.data.metrics if parse_noise_metric(name)]
+        assert len(noise) == noise_levels, run.data.tags["trial_key"]
+        assert {"train_loss", "train_acc", "test_acc", "lr", "epoch_seconds", "images_per_second"} <= set(run.data.metrics)
+        rows = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/results.json")["rows"]
+        assert len(rows) == noise_levels
+        assert all(run.data.metrics[f"acc/{r['noise']}/{r['level']!r}"] == r["accuracy"] for r in rows)
+        assert run.data.tags["sweep"] == sweep and run.data.params["dataset"] == specs[0].dataset
+    return runs
+
+
+def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tmp_path, mnist_root):
+    code = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "4"])
+    assert code == 0
+    specs = build_sweep("lenet", profile="smoke")
+    runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
+    assert {run.data.params["model"] for run in runs} == {"A", "B", "C", "D", "PA", "PB", "PC", "PD"}
+    # The four slots were used at once: some moment lies inside four runs.
+    spans = [(run.info.start_time, run.info.end_time) for run in runs]
+    assert max(sum(start <= t < end for start, end in spans) for t, _ in spans) >= 3
+
+    again = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root)])
+    assert again == 2  # an existing sweep is continued with --resume only
+    assert len(runs_of(tmp_path, "lenet")) == 8
+
+
+def test_cifar100_smoke_sweep_trains_wrn_28_10_twins(ray_cluster, tmp_path):
+    data = tmp_path / "data"
+    write_cifar(data, "cifar100", n_train=64, n_test=32)
+    with cifar_checksums_disabled():
+        code = main(["cifar100", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(data), "--set", "max_test_images=8"])
+    assert code == 0
+    runs = assert_one_finished_run_per_trial(tmp_path, "cifar100", build_sweep("cifar100", profile="smoke", overrides=[(None, "max_test_images", 8)]), 22)
+    assert {run.data.params["model"] for run in runs} == {"WRN-28-10", "WRN-28-10-PP"}
+    assert {run.data.params["h"] for run in runs} == {"None", "2.0"}
+
+
+def finished_runs(storage: Path) -> int:
+    database = storage / "mlflow.db"
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(database, timeout=1) as connection:
+            return connection.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # schema not created yet
+
+
+def test_interrupted_sweep_resumes_to_exactly_one_run_per_trial(ray_cluster, tmp_path, mnist_root):
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "1", "--set", "epochs=3"]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while finished_runs(tmp_path) < 2 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    interrupted_at = finished_runs(tmp_path)
+    assert 2 <= interrupted_at < 8
+
+    assert main([*args, "--resume"]) == 0
+    specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 3)])
+    runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
+    assert all(run.data.metrics["lr"] == 0.1 for run in runs)
+    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(runs[0].info.run_id, "test_acc")
+    assert sorted({m.step for m in history}) == [1, 2, 3]
+
+
+def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root):
+    base = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root)]
+    assert main([*base, "--resume"]) == 2
+    (tmp_path / "lenet.sweep.json").write_text(json.dumps({"sweep": "lenet", "tracking_uri": "x", "trial_keys": []}))
+    assert main([*base, "--resume"]) == 2
