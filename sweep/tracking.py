@@ -152,6 +152,11 @@ class Tracker:
         self.client.set_tag(run_id, "error", reason[:5000])
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
+    def note_restart(self, spec: TrialSpec, restarts: int) -> None:
+        """Record on the run how often its trial was restarted after a failure (tag ``restarts``)."""
+        run_id = self.find_run(spec.key) or self.open_run(spec)
+        self.client.set_tag(run_id, "restarts", str(restarts))
+
     def status(self, key: str) -> str | None:
         """MLflow status of the run of ``key`` (``FINISHED``, ``RUNNING``, ``FAILED``...), None if it has none."""
         run_id = self.find_run(key)
@@ -187,6 +192,10 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.tracker.log_result(self._spec(trial), result)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # The worker died; Tune restarts the trial from its last checkpoint, into the same run.
+        self.tracker.note_restart(self._spec(trial), trial.num_failures)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.finish(self._spec(trial), trial.last_result)

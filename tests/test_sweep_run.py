@@ -1,6 +1,7 @@
 """Real Ray Tune sweeps (smoke profile, tiny synthetic data sets in torchvision's formats) and the CLI."""
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -179,3 +180,28 @@ def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root):
     assert main([*base, "--resume"]) == 2
     (tmp_path / "lenet.sweep.json").write_text(json.dumps({"sweep": "lenet", "tracking_uri": "x", "trial_keys": []}))
     assert main([*base, "--resume"]) == 2
+
+
+def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, mnist_root):
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "1", "--set", "epochs=3"]
+    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 3)])[0]
+    progress = tmp_path / "lenet" / first.key / "result.json"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (progress.exists() and progress.read_text().strip()):
+            time.sleep(0.1)
+        worker = json.loads(progress.read_text().splitlines()[0])["pid"]  # Tune records each trial's pid
+        os.kill(worker, signal.SIGKILL)
+        assert driver.wait(timeout=300) == 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    runs = {run.data.tags["trial_key"]: run for run in runs_of(tmp_path, "lenet")}
+    assert len(runs) == 8 and all(run.info.status == "FINISHED" for run in runs.values())
+    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(runs[first.key].info.run_id, "train_loss")
+    steps = sorted(m.step for m in history)
+    # Restarted from the checkpoint of epoch 1, not from scratch: epoch 1 was trained (and logged) once.
+    assert steps.count(1) == 1 and steps[-1] == 3
+    assert runs[first.key].data.tags["restarts"] == "1"
+    assert all("restarts" not in run.data.tags for key, run in runs.items() if key != first.key)
