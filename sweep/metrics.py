@@ -1,6 +1,6 @@
 """Names of the metrics a trial reports to Ray Tune and MLflow. Accuracies are in percent.
 
-Per epoch (MLflow ``step`` = epoch, counted from 1): ``train_loss``, ``train_acc``, ``test_acc`` (clean
+Per epoch (MLflow ``step`` = epoch, counted from 1): ``epoch`` (epochs trained so far), ``train_loss``, ``train_acc``, ``test_acc`` (clean
 test images), ``lr``, ``epoch_seconds``, ``images_per_second``. After the last epoch, one metric per
 setting of the data set's noise suite, named ``acc/<noise>/<level>`` with the level written by
 ``repr(float)`` (``acc/gaussian/0.001``, ``acc/poisson/2.5``): split on ``/`` and parse the level with
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["EPOCH_METRICS", "noise_metric", "parse_noise_metric"]
 
-EPOCH_METRICS = ("train_loss", "train_acc", "test_acc", "lr", "epoch_seconds", "images_per_second")
+EPOCH_METRICS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "epoch_seconds", "images_per_second")
 
 
 def noise_metric(noise: str, level: float) -> str:

@@ -24,7 +24,7 @@ from ray import tune
 from sweep.metrics import EPOCH_METRICS, parse_noise_metric
 from sweep.specs import TrialSpec
 
-__all__ = ["RESULTS_ARTIFACT", "TrackingUnavailable", "Tracker", "TrackingCallback", "default_tracking_uri"]
+__all__ = ["RESULTS_ARTIFACT", "TrackingUnavailable", "Tracker", "TrackingCallback", "default_tracking_uri", "open_client"]
 
 RESULTS_ARTIFACT = "results.json"
 
@@ -61,6 +61,13 @@ def _check_server(uri: str) -> None:
         raise TrackingUnavailable(f"cannot reach the MLflow tracking server at {uri}: {reason}") from None
 
 
+def open_client(tracking_uri: str) -> MlflowClient:
+    """An MLflow client for ``tracking_uri``, after checking that a tracking server answers at all."""
+    if tracking_uri.startswith(("http://", "https://")):
+        _check_server(tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
 class Tracker:
     """The MLflow experiment of one sweep, and the run of each of its trials.
 
@@ -72,11 +79,9 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None) -> None:
-        if tracking_uri.startswith(("http://", "https://")):
-            _check_server(tracking_uri)
-        elif tracking_uri.startswith("sqlite:///"):
+        if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri)
+        self.client = open_client(tracking_uri)
         self.sweep = sweep
         self.tags = _project_tags()
         self._run_ids: dict[str, str] = {}

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
+from sweep.aggregate import main as aggregate_main
 from sweep.catalog import build_sweep
 from sweep.metrics import parse_noise_metric
 from sweep.run import main
@@ -35,7 +37,7 @@ def runs_of(storage: Path, sweep: str) -> list:
 @pytest.fixture(scope="module")
 def mnist_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    write_mnist(root, n_train=640, n_test=100)
+    write_mnist(root, n_train=3200, n_test=100)
     return root
 
 
@@ -116,18 +118,30 @@ def assert_one_finished_run_per_trial(storage: Path, sweep: str, specs, noise_le
 
 
 def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tmp_path, mnist_root):
-    code = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "4"])
+    # Three epochs, so that each trial lasts long enough for all four slots to be busy at once.
+    code = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "4", "--set", "epochs=3"])
     assert code == 0
-    specs = build_sweep("lenet", profile="smoke")
+    specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 3)])
     runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
     assert {run.data.params["model"] for run in runs} == {"A", "B", "C", "D", "PA", "PB", "PC", "PD"}
     # The four slots were used at once: some moment lies inside four runs.
     spans = [(run.info.start_time, run.info.end_time) for run in runs]
-    assert max(sum(start <= t < end for start, end in spans) for t, _ in spans) >= 3
+    overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert overlap == 4, sorted((s - spans[0][0], e - spans[0][0]) for s, e in spans)
 
-    again = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root)])
+    again = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--set", "epochs=3"])
     assert again == 2  # an existing sweep is continued with --resume only
     assert len(runs_of(tmp_path, "lenet")) == 8
+
+    # The aggregator reads what the sweep wrote.
+    assert aggregate_main(["--storage", str(tmp_path), "--out", str(tmp_path / "tables")]) == 0
+    results = pd.read_parquet(tmp_path / "tables" / "results.parquet")
+    assert len(results) == 8 * 25 and set(results["epochs_trained"]) == {3}
+    table = pd.read_parquet(tmp_path / "tables" / "supp_table1.parquet")
+    assert list(table["model"]) == ["A", "PA", "B", "PB", "C", "PC", "D", "PD"]
+    assert table.filter(like=" seeds").eq(1).all().all()
+    clean = results[results["noise"] == "clean"].set_index("model")["accuracy"]
+    assert (table.set_index("model")["clean 0"] == clean.reindex(table["model"])).all()
 
 
 def test_cifar100_smoke_sweep_trains_wrn_28_10_twins(ray_cluster, tmp_path):
