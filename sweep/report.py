@@ -69,7 +69,7 @@ def _figure(table: PaperTable, ours: pd.DataFrame, paper: pd.DataFrame, path: Pa
     merged = rows.merge(ours, on=["dataset", "model", "pushpull", "h", "alpha", "noise", "level"], how="left", suffixes=("_paper", ""))
     width = 0.8 / len(models)
     bases = list(dict.fromkeys(_base_name(m) for m in models))
-    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(levels)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(9, 1.2 * len(levels)), 4.5))
     for i, model in enumerate(models):
         cells = merged[merged["model"] == model].set_index(["noise", "level"]).reindex(levels)
         pushpull = model != _base_name(model)
@@ -81,9 +81,8 @@ def _figure(table: PaperTable, ours: pd.DataFrame, paper: pd.DataFrame, path: Pa
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"{table.figure}: {table.title} (bars: ours; ticks: paper)")
-    ax.legend(ncol=min(len(models) + 1, 9), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    ax.legend(ncol=min(len(models) + 1, 5), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
 
 
