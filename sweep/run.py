@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,34 @@ __all__ = ["main"]
 
 DEFAULT_STORAGE = "sweeps"
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "pushpull-sweep" / "data"
+
+
+class SweepStorage:
+    """The storage of a sweep: a local folder or a URI that pyarrow understands (``s3://bucket/path``)."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location if "://" in location else str(Path(location).expanduser().resolve())
+        self.local = None if "://" in location else Path(self.location)
+
+    def path(self, name: str) -> str:
+        return f"{self.location.rstrip('/')}/{name}"
+
+    def read_text(self, name: str) -> str | None:
+        import pyarrow.fs
+
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(self.path(name))
+        if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
+            return None
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read().decode()
+
+    def write_text(self, name: str, text: str) -> None:
+        import pyarrow.fs
+
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(self.path(name))
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(text.encode())
 
 
 class UsageError(Exception):
@@ -45,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
     parser.add_argument("--address", help="Ray cluster address, e.g. auto (default: $RAY_ADDRESS or a local Ray)")
     parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    parser.add_argument("--gpus", default="auto", choices=("auto", "require", "none"), help="auto: trials ask for GPUs when the cluster has any; require: always, waiting --gpu-wait s for GPU workers to join; none: CPUs only")
+    parser.add_argument("--gpu-wait", type=float, default=600, metavar="SECONDS", help="with --gpus require, how long to wait for an autoscaler to add GPU workers (default 600)")
     parser.add_argument("--max-failures", type=int, default=2, help="restarts of a trial whose worker dies (from its last checkpoint)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, errored ones retried")
     parser.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
@@ -81,15 +112,16 @@ def _plan(args: argparse.Namespace) -> list[TrialSpec]:
         raise UsageError(str(error)) from None
 
 
-def _check_sweep_record(record_path: Path, record: dict[str, Any], resume: bool) -> None:
+def _check_sweep_record(storage: SweepStorage, record: dict[str, Any], resume: bool) -> None:
     """A sweep folder is continued only with --resume, and only as it was started."""
+    text = storage.read_text(f"{record['sweep']}.sweep.json")
     if not resume:
-        if record_path.exists():
-            raise UsageError(f"sweep {record['sweep']!r} already exists in {record_path.parent}: continue it with --resume, or pass another --storage")
+        if text is not None:
+            raise UsageError(f"sweep {record['sweep']!r} already exists in {storage.location}: continue it with --resume, or pass another --storage")
         return
-    if not record_path.exists():
-        raise UsageError(f"nothing to resume: no sweep {record['sweep']!r} in {record_path.parent}")
-    started = json.loads(record_path.read_text())
+    if text is None:
+        raise UsageError(f"nothing to resume: no sweep {record['sweep']!r} in {storage.location}")
+    started = json.loads(text)
     if started["trial_keys"] != record["trial_keys"]:
         raise UsageError("--resume continues the sweep as it was started: use the same --profile, --seeds and --set")
     if started["tracking_uri"] != record["tracking_uri"]:
@@ -104,13 +136,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
 
-    storage = Path(args.storage or os.environ.get("SWEEP_STORAGE") or DEFAULT_STORAGE).expanduser().resolve()
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(storage)
+    storage = SweepStorage(args.storage or os.environ.get("SWEEP_STORAGE") or DEFAULT_STORAGE)
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if tracking_uri is None:
+        if storage.local is None:
+            raise UsageError(f"with a remote --storage ({storage.location}), pass --tracking-uri (an MLflow server)")
+        tracking_uri = default_tracking_uri(storage.local)
     record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs]}
-    record_path = storage / f"{args.sweep}.sweep.json"
-    _check_sweep_record(record_path, record, args.resume)
+    _check_sweep_record(storage, record, args.resume)
 
-    artifact_root = storage / "mlartifacts"
+    artifact_root = storage.local / "mlartifacts" if storage.local is not None else None
     try:
         tracker = Tracker(tracking_uri, args.sweep, artifact_root)
     except TrackingUnavailable as error:
@@ -128,15 +163,16 @@ def _run(args: argparse.Namespace) -> int:
 
     if not ray.is_initialized():
         ray.init(address=args.address)
-    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    gpus = args.gpus != "none" and ray.cluster_resources().get("GPU", 0) > 0
+    if args.gpus == "require" and not gpus:
+        _wait_for_gpus(args.gpu_wait)
+        gpus = True
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), _trial_resources)
-    experiment_path = storage / args.sweep
     if args.resume:
-        tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(storage.path(args.sweep), trainable=trainable, resume_errored=True)
     else:
-        storage.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps(record, indent=1))
+        storage.write_text(f"{args.sweep}.sweep.json", json.dumps(record, indent=1))
         tuner = tune.Tuner(
             trainable,
             param_space={
@@ -151,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
             ),
             run_config=tune.RunConfig(
                 name=args.sweep,
-                storage_path=str(storage),
+                storage_path=storage.location,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 callbacks=[TrackingCallback(tracking_uri, args.sweep, artifact_root)],
@@ -160,6 +196,23 @@ def _run(args: argparse.Namespace) -> int:
     print(f"sweep {args.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {tracking_uri}", flush=True)
     results = tuner.fit()
     return _summarize(results, tracker)
+
+
+def _wait_for_gpus(seconds: float) -> None:
+    """Wait for GPU workers to join (an autoscaler starting them), or stop with one line: a trial that
+    asks for a GPU the cluster will never have would wait forever."""
+    import ray
+
+    deadline = time.monotonic() + seconds
+    print(f"waiting up to {seconds:g} s for GPU workers to join the Ray cluster (--gpus require)", flush=True)
+    while time.monotonic() < deadline:
+        if ray.cluster_resources().get("GPU", 0) > 0:
+            return
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+    raise UsageError(
+        f"no GPU joined the Ray cluster in {seconds:g} s, and --gpus require makes every trial ask for one: "
+        "start GPU workers (min_workers of the GPU node type in cluster.yaml) or use --gpus auto"
+    )
 
 
 def _summarize(results: Any, tracker: Tracker) -> int:

@@ -138,7 +138,8 @@ class Tracker:
             for name, value in result.items()
             if name in EPOCH_METRICS or parse_noise_metric(name) is not None
         ]
-        self.client.log_batch(run_id, metrics=metrics)
+        tags = [RunTag("ray_node_id", str(result["node_id"]))] if "node_id" in result else []
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
 
     def finish(self, spec: TrialSpec, final: dict[str, Any]) -> None:
         """End the run FINISHED with the exact (noise, level, accuracy) rows as an artifact."""

@@ -93,6 +93,7 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
         stats = train_epoch(model, optimizer, train_images, train_labels, recipe, normalize, generator)
         scheduler.step()
         metrics: dict[str, Any] = {
+            "node_id": ray.get_runtime_context().get_node_id(),  # which Ray node ran this epoch
             "epoch": epoch + 1,
             "train_loss": stats.loss,
             "train_acc": stats.accuracy,

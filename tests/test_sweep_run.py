@@ -219,3 +219,14 @@ def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster,
     assert steps.count(1) == 1 and steps[-1] == 3
     assert runs[first.key].data.tags["restarts"] == "1"
     assert all("restarts" not in run.data.tags for key, run in runs.items() if key != first.key)
+
+
+def test_trials_that_require_gpus_on_a_cluster_without_any_stop_with_one_line(ray_cluster, tmp_path, mnist_root, capsys):
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--gpus", "require", "--gpu-wait", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own log lines on creating the store
+    assert err == (
+        "sweep.run: error: no GPU joined the Ray cluster in 1 s, and --gpus require makes every trial ask for one: "
+        "start GPU workers (min_workers of the GPU node type in cluster.yaml) or use --gpus auto"
+    )
+    assert not (tmp_path / "lenet").exists()  # no trial started

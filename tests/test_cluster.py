@@ -1,0 +1,180 @@
+"""The cluster path: cluster configs valid for Ray's launcher, and a real two-node Ray cluster on this machine
+with an MLflow tracking server, a sweep submitted with `ray job submit`, and a worker that leaves mid-sweep."""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import mlflow
+import pandas as pd
+import pytest
+import ray
+import yaml
+
+from sweep.aggregate import main as aggregate_main
+from tests.datasets import write_mnist
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("config", ["cluster.yaml", "cluster-local.yaml"])
+def test_cluster_configs_validate_against_rays_own_schema(config):
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    text = (PROJECT / config).read_text()
+    cluster = yaml.safe_load(text)
+    jsonschema.validate(cluster, schema)
+
+    head_commands = " ".join(cluster["head_start_ray_commands"])
+    # The tracking server binds to the head's private address, never to every interface.
+    assert "mlflow server --host $(hostname -I | awk '{print $1}') --port 5000" in head_commands
+    assert "0.0.0.0" not in head_commands
+    assert "--artifacts-destination" in head_commands
+    assert "pip install -q -e /home/ray/pushpull-sweep" in cluster["setup_commands"]
+    assert re.fullmatch(r"rayproject/ray:\d+\.\d+\.\d+-py3\d+-cu1\d+", cluster["docker"]["image"])
+    assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|BEGIN [A-Z ]*PRIVATE KEY", text)
+
+
+def test_aws_cluster_has_a_cpu_head_and_single_gpu_workers():
+    cluster = yaml.safe_load((PROJECT / "cluster.yaml").read_text())
+    types = cluster["available_node_types"]
+    assert types[cluster["head_node_type"]]["resources"] == {"CPU": 0}  # trials go to the GPU workers
+    worker = types["gpu_worker"]
+    assert worker["node_config"]["InstanceType"].startswith(("g5.", "g6.", "p3.2", "g4dn."))
+    assert worker["min_workers"] == 0 and worker["max_workers"] <= cluster["max_workers"]
+
+
+def _free_ports(count: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def _wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            value = check()
+            if value:
+                return value
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {seconds} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group a test started (ray start --block stops its node), SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    """A Ray head and a worker node (own temp dir, custom resource) and an MLflow server, all local."""
+    gcs, dashboard, client, mlflow_port, *agent = _free_ports(10)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    cwd = tmp_path / "head"
+    cwd.mkdir()
+    # Ray's socket paths must stay under 108 bytes: its temp dirs go in a short folder of their own.
+    short = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    started: list[subprocess.Popen] = []
+
+    def start(args: list[str], log: str) -> subprocess.Popen:
+        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        started.append(process)
+        return process
+
+    try:
+        common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
+        start([str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+               f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent[0]}", f"--dashboard-agent-grpc-port={agent[1]}",
+               f"--metrics-export-port={agent[2]}", f"--temp-dir={short / 'head'}", *common], "head.log")
+        _wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2).status == 200, 90, "Ray head")
+        worker = start([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", '--resources={"second_node": 1}',
+                        f"--dashboard-agent-listen-port={agent[3]}", f"--dashboard-agent-grpc-port={agent[4]}",
+                        f"--metrics-export-port={agent[5]}", f"--temp-dir={short / 'worker'}", *common], "worker.log")
+
+        def nodes() -> list[dict]:
+            listing = subprocess.run([str(BIN / "ray"), "list", "nodes", "--address", f"http://127.0.0.1:{dashboard}", "--format", "json"],
+                                     env=env, capture_output=True, text=True, timeout=60, check=True)
+            return [n for n in json.loads(listing.stdout) if n["state"] == "ALIVE"]
+
+        alive = _wait_for(lambda: len(nodes()) == 2 and nodes(), 90, "two Ray nodes")
+        (tmp_path / "server").mkdir()
+        start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+               "--backend-store-uri", f"sqlite:///{tmp_path / 'server' / 'server.db'}",
+               "--artifacts-destination", str(tmp_path / "server" / "artifacts")], "mlflow.log")
+        tracking = f"http://127.0.0.1:{mlflow_port}"
+        _wait_for(lambda: urllib.request.urlopen(f"{tracking}/health", timeout=2).status == 200, 120, "MLflow server")
+        yield {
+            "dashboard": f"http://127.0.0.1:{dashboard}",
+            "tracking": tracking,
+            "env": env,
+            "worker": worker,
+            "worker_node": next(n["node_id"] for n in alive if not n["is_head_node"]),
+            "head_node": next(n["node_id"] for n in alive if n["is_head_node"]),
+        }
+    finally:
+        for process in reversed(started):
+            _stop(process)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_server(two_nodes, tmp_path):
+    data = tmp_path / "data"
+    write_mnist(data, n_train=3200, n_test=100)
+    storage = tmp_path / "storage"
+    submit = subprocess.Popen(
+        [str(BIN / "ray"), "job", "submit", "--address", two_nodes["dashboard"], "--",
+         sys.executable, "-m", "sweep.run", "lenet", "--profile", "smoke", "--set", "epochs=3", "--address", "auto",
+         "--tracking-uri", two_nodes["tracking"], "--storage", str(storage), "--data-root", str(data)],
+        env=two_nodes["env"], stdout=open(tmp_path / "job.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    client = mlflow.MlflowClient(two_nodes["tracking"])
+    try:
+        def runs() -> list:
+            experiment = client.get_experiment_by_name("lenet")
+            return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+        def on_worker(status: str) -> list:
+            return [r for r in runs() if r.data.tags.get("ray_node_id") == two_nodes["worker_node"] and r.info.status == status]
+
+        # Once the worker node has finished a trial and is running another, take it away.
+        _wait_for(lambda: on_worker("FINISHED"), 240, "a trial finished on the worker node")
+        _wait_for(lambda: on_worker("RUNNING"), 120, "a trial running on the worker node")
+        _stop(two_nodes["worker"])
+        assert submit.wait(timeout=400) == 0, (tmp_path / "job.log").read_text()[-3000:]
+    finally:
+        _stop(submit)
+
+    final = runs()
+    assert len(final) == 8 and all(r.info.status == "FINISHED" for r in final)
+    assert {r.data.tags["ray_node_id"] for r in final} == {two_nodes["head_node"], two_nodes["worker_node"]}
+    assert any(int(r.data.tags.get("restarts", 0)) >= 1 for r in final)  # the trial of the lost worker, restarted
+    assert all(len([m for m in r.data.metrics if m.startswith("acc/")]) == 24 for r in final)
+    # Workers and driver logged over HTTP only: no local MLflow store anywhere.
+    assert not list(tmp_path.rglob("mlflow.db")) and not list(tmp_path.rglob("mlruns"))
+
+    assert aggregate_main(["--tracking-uri", two_nodes["tracking"], "--out", str(tmp_path / "tables")]) == 0
+    results = pd.read_parquet(tmp_path / "tables" / "results.parquet")
+    assert len(results) == 8 * 25 and results["trial_key"].nunique() == 8
