@@ -7,6 +7,7 @@ run per trial key (the latest finished one), and writes to ``--out``:
 - one file per results table of the paper (``table2``, ``table3``, ``supp_table1`` .. ``supp_table9``),
   in the paper's layout, mean over seeds with standard deviation and seed count;
 - ``comparison.parquet``: every measured cell beside the paper's number;
+- ``excluded.parquet``: the trials left out (diverged, failed, unfinished) with the reason;
 - with ``--report``: ``report.md`` and PNG figures in the style of the paper's (see sweep.report).
 
 Output is deterministic: the same runs give byte-identical files.
@@ -199,16 +200,49 @@ def comparison(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return joined[columns].reset_index(drop=True)
 
 
+EXCLUDED_COLUMNS = ["sweep", "trial_key", "run_id", "dataset", "model", "seed", "status", "health", "reason"]
+
+
+def _diverged(run: object) -> bool:
+    return run.data.tags.get("health") == "diverged"
+
+
+def excluded_trials(runs: list) -> pd.DataFrame:
+    """One row per trial left out of the tables (diverged, failed, unfinished), with the reason."""
+    rows = [
+        {
+            "sweep": run.data.tags.get("sweep"),
+            "trial_key": run.data.tags.get("trial_key"),
+            "run_id": run.info.run_id,
+            "dataset": run.data.params.get("dataset"),
+            "model": run.data.params.get("model"),
+            "seed": _param(run.data.params, "seed", int),
+            "status": run.info.status,
+            "health": run.data.tags.get("health", ""),
+            "reason": run.data.tags.get("health_reason") or run.data.tags.get("error") or f"run is {run.info.status}",
+        }
+        for run in runs
+        if run.info.status != "FINISHED"
+    ]
+    frame = pd.DataFrame(rows, columns=EXCLUDED_COLUMNS).astype({"seed": "Int64"})
+    return frame.sort_values("trial_key", kind="stable").reset_index(drop=True)
+
+
 def aggregate(runs: list, include_incomplete: bool = False) -> dict[str, pd.DataFrame]:
-    """All output tables from the runs of the store, keyed by file stem (``results``, ``comparison``...)."""
+    """All output tables from the runs of the store, keyed by file stem (``results``, ``comparison``...).
+
+    Only FINISHED runs make rows; ``include_incomplete`` adds unfinished and failed ones (flagged by their
+    status), never a diverged one: a model that did not train is no result.
+    """
     chosen, _ = select_runs(runs)
-    kept = [r for r in chosen if include_incomplete or r.info.status == "FINISHED"]
+    kept = [r for r in chosen if r.info.status == "FINISHED" or (include_incomplete and not _diverged(r))]
     results = tidy_results(kept)
     cells = cell_statistics(results)
     paper = paper_results()
     tables = {"results": results}
     tables.update({table.stem: paper_table(table, cells, paper) for table in PAPER_TABLES})
     tables["comparison"] = comparison(cells, paper)
+    tables["excluded"] = excluded_trials([r for r in chosen if r not in kept])
     return tables
 
 
@@ -273,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
         raise AggregateError(f"no MLflow store at {tracking_uri}: run a sweep first, or pass --tracking-uri")
     runs = read_runs(tracking_uri, args.sweep)
     chosen, duplicates = select_runs(runs)
-    incomplete = [r for r in chosen if r.info.status != "FINISHED"]
+
     tables = aggregate(runs, include_incomplete=args.include_incomplete)
     out = Path(args.out)
     written = write_tables(tables, out, args.to)
@@ -283,9 +317,11 @@ def _run(args: argparse.Namespace) -> int:
         written += write_report(tables, out)
 
     print(f"{len(chosen)} trials from {len(runs)} runs ({duplicates} duplicate runs of the same trial key passed over)")
-    for run in incomplete:
-        action = "kept, flagged" if args.include_incomplete else "left out"
-        print(f"{run.info.status:9} {run.data.tags.get('trial_key')} ({action})")
+    for run in chosen:
+        if run.info.status != "FINISHED":
+            kept = args.include_incomplete and not _diverged(run)
+            label = "DIVERGED" if _diverged(run) else run.info.status
+            print(f"{label:9} {run.data.tags.get('trial_key')} ({'kept, flagged' if kept else 'left out'})")
     if args.to == "markdown":
         for stem in ("table2", "supp_table1"):
             if _measured(tables[stem]):

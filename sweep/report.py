@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from perturb import noise_suite  # noqa: E402
 from sweep.paper import PAPER_TABLES, PaperTable, paper_results  # noqa: E402
 
 __all__ = ["twin_wins", "write_report"]
@@ -103,10 +104,15 @@ def write_report(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     wins = twin_wins(cells, paper)
     comparison = tables["comparison"]
     measured = tables["results"]["trial_key"].nunique()
+    excluded = tables["excluded"]
+    diverged = int((excluded["health"] == "diverged").sum())
+    missing = sum(1 + len(noise_suite(dataset)) for dataset in excluded["dataset"].dropna())
     lines = [
         "# Reproduction report",
         "",
-        f"{measured} trials aggregated.",
+        f"{measured} trials aggregated. {len(excluded)} left out ({diverged} diverged: they did not train; "
+        f"{len(excluded) - diverged} failed or unfinished), so {missing} (model, noise, level) cells are missing "
+        "from every table: see excluded.parquet for the reasons.",
         "",
         "## Headline",
         "",

@@ -156,6 +156,9 @@ def _run(args: argparse.Namespace) -> int:
     except DataUnavailable as error:
         raise UsageError(str(error)) from None
 
+    # Keeping two checkpoints per trial makes Tune snapshot its state after every epoch, and warn about
+    # it when epochs are short (a LeNet epoch takes seconds): intended here, so not worth a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray  # Ray starts only once every check has passed.
     from ray import tune
 
@@ -216,23 +219,29 @@ def _wait_for_gpus(seconds: float) -> None:
 
 
 def _summarize(results: Any, tracker: Tracker) -> int:
-    """Make sure every finished trial has its FINISHED run, and print one line per failed trial."""
-    failed = []
+    """Make sure every trial's run ended as it should, and print one line per failed or diverged trial."""
+    problems = []
     for result in results:
         spec = TrialSpec.from_dict(result.config["spec"])
+        about = f"{spec.key} ({spec.model.name} on {spec.dataset}, seed {spec.seed})"
         if result.error is not None:
-            reason = str(result.error).strip().splitlines()[-1] if str(result.error).strip() else type(result.error).__name__
-            failed.append(f"FAILED {spec.key} ({spec.model.name} on {spec.dataset}, seed {spec.seed}): {reason}")
+            text = str(result.error).strip()
+            reason = text.splitlines()[-1] if text else type(result.error).__name__
+            problems.append(f"FAILED {about}: {reason}")
             if tracker.status(spec.key) != "FAILED":
                 tracker.fail(spec, reason)
-        elif tracker.status(spec.key) != "FINISHED":
-            # Finished while no driver was listening (e.g. the driver died): log what Tune kept.
+            continue
+        diverged = result.metrics.get("health") == "diverged"
+        if diverged:
+            problems.append(f"DIVERGED {about}: {result.metrics['health_reason']}")
+        if tracker.status(spec.key) != ("FAILED" if diverged else "FINISHED"):
+            # Ended while no driver was listening (e.g. the driver died): log what Tune kept.
             tracker.log_result(spec, result.metrics)
             tracker.finish(spec, result.metrics)
-    for line in failed:
+    for line in problems:
         print(line, file=sys.stderr)
-    print(f"{len(results) - len(failed)} of {len(results)} trials finished", flush=True)
-    return 1 if failed else 0
+    print(f"{len(results) - len(problems)} of {len(results)} trials finished", flush=True)
+    return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,14 +142,20 @@ class Tracker:
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
 
     def finish(self, spec: TrialSpec, final: dict[str, Any]) -> None:
-        """End the run FINISHED with the exact (noise, level, accuracy) rows as an artifact."""
+        """End the run of a trial that returned: FINISHED with the exact (noise, level, accuracy) rows as
+        an artifact, or, for a diverged trial, FAILED with tags ``health=diverged`` and ``health_reason``."""
         run_id = self.find_run(spec.key) or self.open_run(spec)
+        if final.get("health") == "diverged":
+            self.client.log_batch(run_id, tags=[RunTag("health", "diverged"), RunTag("health_reason", str(final["health_reason"]))])
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            return
         rows = []
         for name, value in final.items():
             parsed = parse_noise_metric(name)
             if parsed is not None:
                 rows.append({"noise": parsed[0], "level": parsed[1], "accuracy": float(value)})
         self.client.log_dict(run_id, {"trial_key": spec.key, "clean_accuracy": final["test_acc"], "rows": rows}, RESULTS_ARTIFACT)
+        self.client.set_tag(run_id, "health", "healthy")
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def fail(self, spec: TrialSpec, reason: str) -> None:

@@ -6,6 +6,7 @@ trials need no access to the MLflow store.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import tempfile
@@ -20,7 +21,18 @@ from models import build_model
 from sweep.data import MEAN_STD, DatasetTensors
 from sweep.metrics import noise_metric
 from sweep.specs import TrialSpec
-from sweep.training import Normalizer, capped_test_set, evaluate, evaluate_suite, make_optimizer, train_epoch
+from sweep.health import HealthMonitor
+from sweep.training import (
+    NonFiniteLoss,
+    Normalizer,
+    capped_test_set,
+    evaluate,
+    evaluate_suite,
+    learning_rate,
+    make_optimizer,
+    steps_per_epoch,
+    train_epoch,
+)
 
 __all__ = ["CHECKPOINT_FILE", "train_trial"]
 
@@ -50,6 +62,12 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _report_diverged(reason: str, healthy_epochs: int, node_id: str) -> None:
+    """End the trial as diverged: a normal return, so that Ray does not retry a collapse that would only
+    repeat, and no new checkpoint, so that the last one kept is the last healthy epoch."""
+    tune.report({"node_id": node_id, "health": "diverged", "health_reason": reason, "epoch": healthy_epochs})
+
+
 def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None:
     """Train and score the trial in ``config["spec"]`` (a TrialSpec dict) on ``data[spec.dataset]``.
 
@@ -71,7 +89,8 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
     random.seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
     model = build_model(spec.model).to(device)
-    optimizer, scheduler = make_optimizer(model, recipe)
+    optimizer = make_optimizer(model, recipe)
+    monitor = HealthMonitor(spec.model.num_classes)
 
     start_epoch, final_metrics = 0, None
     checkpoint = tune.get_checkpoint()
@@ -80,7 +99,7 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
             state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        monitor = HealthMonitor(**state["health"])
         _restore_rng(state["rng"], generator)
         start_epoch, final_metrics = state["epoch"], state["final_metrics"]
 
@@ -88,17 +107,27 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
         tune.report(final_metrics)  # finished before the restart: report the scores again, nothing to train
         return
 
+    node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the trial
+    steps = steps_per_epoch(recipe, len(train_images))
     for epoch in range(start_epoch, recipe.epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_epoch(model, optimizer, train_images, train_labels, recipe, normalize, generator)
-        scheduler.step()
+        try:
+            stats = train_epoch(model, optimizer, train_images, train_labels, recipe, normalize, generator, epoch)
+        except NonFiniteLoss as error:
+            _report_diverged(f"loss is {error.value} at epoch {epoch + 1} step {error.step + 1}", epoch, node_id)
+            return
+        test_acc = evaluate(model, test_images, test_labels, normalize, recipe.eval_batch_size)
+        reason = monitor.check_epoch(epoch + 1, stats.loss, test_acc, steps)
+        if reason is not None:
+            _report_diverged(reason, epoch, node_id)
+            return
         metrics: dict[str, Any] = {
-            "node_id": ray.get_runtime_context().get_node_id(),  # which Ray node ran this epoch
+            "node_id": node_id,
+            "health": "healthy",
             "epoch": epoch + 1,
             "train_loss": stats.loss,
             "train_acc": stats.accuracy,
-            "test_acc": evaluate(model, test_images, test_labels, normalize, recipe.eval_batch_size),
-            "lr": lr,
+            "test_acc": test_acc,
+            "lr": learning_rate(recipe, epoch, 0, steps),
             "epoch_seconds": stats.seconds,
             "images_per_second": stats.images / stats.seconds,
         }
@@ -112,7 +141,7 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    "health": dataclasses.asdict(monitor),
                     "rng": _rng_state(generator),
                     "epoch": epoch + 1,
                     "final_metrics": final_metrics,

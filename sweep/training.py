@@ -22,7 +22,10 @@ __all__ = [
     "augment",
     "evaluate",
     "evaluate_suite",
+    "NonFiniteLoss",
+    "learning_rate",
     "make_optimizer",
+    "steps_per_epoch",
     "capped_test_set",
     "train_epoch",
 ]
@@ -50,17 +53,48 @@ class EpochStats:
     seconds: float
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
-    """SGD with the recipe's momentum and weight decay, and its step schedule (stepped once per epoch)."""
-    optimizer = torch.optim.SGD(
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
+    """SGD with the recipe's momentum and weight decay; :func:`learning_rate` sets its rate every step."""
+    return torch.optim.SGD(
         model.parameters(),
         lr=recipe.lr,
         momentum=recipe.momentum,
         nesterov=recipe.nesterov,
         weight_decay=recipe.weight_decay,
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), gamma=recipe.lr_decay)
-    return optimizer, scheduler
+
+
+def learning_rate(recipe: Recipe, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The rate of step ``step`` (0-based) of epoch ``epoch`` (0-based).
+
+    ``lr * lr_decay ** (number of milestones <= epoch)``, times ``(global step + 1) / warm-up steps`` during
+    a linear warm-up of ``warmup_epochs`` epochs (``warmup_epochs * steps_per_epoch`` steps).
+    """
+    rate = recipe.lr * recipe.lr_decay ** sum(epoch >= m for m in recipe.milestones)
+    warmup_steps = recipe.warmup_epochs * steps_per_epoch
+    global_step = epoch * steps_per_epoch + step
+    if global_step < warmup_steps:
+        rate *= (global_step + 1) / warmup_steps
+    return rate
+
+
+def steps_per_epoch(recipe: Recipe, train_images: int) -> int:
+    """Optimizer steps in one epoch over ``train_images`` images (capped by ``max_train_batches``)."""
+    steps = -(-train_images // recipe.batch_size)
+    return steps if recipe.max_train_batches is None else min(steps, recipe.max_train_batches)
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite at ``step`` (0-based) of the epoch."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss is {value} at step {step}")
+        self.step, self.value = step, value
+
+
+# How often (in steps) the loop looks at its non-finite flag: a host sync every step would slow small
+# models on a GPU, and a NaN cannot heal, so finding it a few steps late only wastes those steps.
+NAN_CHECK_EVERY = 8
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -88,21 +122,25 @@ def train_epoch(
     recipe: Recipe,
     normalize: Normalizer,
     generator: torch.Generator,
+    epoch: int,
 ) -> EpochStats:
     """One pass over (a shuffled, possibly capped part of) the training set.
 
-    images: (N, C, H, W) uint8 on the model's device; labels: (N,) int64 on the same device.
+    images: (N, C, H, W) uint8 on the model's device; labels: (N,) int64 on the same device; epoch:
+    0-based, for the learning-rate schedule. Raises NonFiniteLoss with the first step whose loss was
+    NaN or infinite.
     """
     start = time.perf_counter()
     model.train()
     order = torch.randperm(len(images), generator=generator).to(images.device)
-    batches = order.split(recipe.batch_size)
-    if recipe.max_train_batches is not None:
-        batches = batches[: recipe.max_train_batches]
+    batches = order.split(recipe.batch_size)[: steps_per_epoch(recipe, len(images))]
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
+    first_bad_step = torch.full((), -1, device=images.device, dtype=torch.int64)
     seen = 0
-    for index in batches:
+    for step, index in enumerate(batches):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(recipe, epoch, step, len(batches))
         batch = images[index].float().div_(255)
         if recipe.augment:
             batch = augment(batch, generator)
@@ -111,11 +149,18 @@ def train_epoch(
         loss = F.cross_entropy(logits, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if recipe.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         optimizer.step()
-        # Accumulated on the device: one host sync per epoch, not per step.
+        # Accumulated on the device: host syncs only every NAN_CHECK_EVERY steps and once per epoch.
         loss_sum += loss.detach() * len(index)
         correct += (logits.argmax(1) == target).sum()
         seen += len(index)
+        bad = ~torch.isfinite(loss.detach())
+        first_bad_step = torch.where(bad & (first_bad_step < 0), step, first_bad_step)
+        if (step + 1) % NAN_CHECK_EVERY == 0 or step + 1 == len(batches):
+            if first_bad_step.item() >= 0:
+                raise NonFiniteLoss(int(first_bad_step.item()), float(loss.detach().item()))
     return EpochStats(
         loss=loss_sum.item() / seen,
         accuracy=100.0 * correct.item() / seen,

@@ -35,6 +35,8 @@ def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED", shift
         tracker.log_result(spec, result)
     if status == "FINISHED":
         tracker.finish(spec, result)
+    elif status == "DIVERGED":
+        tracker.finish(spec, {"health": "diverged", "health_reason": "loss is nan at epoch 3 step 7", "epoch": 2})
     else:
         tracker.fail(spec, "worker died")
 
@@ -42,6 +44,7 @@ def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED", shift
 LENET = build_sweep("lenet", seeds=2)
 WRN = [s for s in build_sweep("wrn_width") if s.model.width == 10]
 FAILED = [s for s in build_sweep("wrn_width") if s.model.width == 1][0]
+DIVERGED = [s for s in build_sweep("wrn_width") if s.model.width == 4][0]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,7 @@ def store(tmp_path_factory) -> str:
     for spec in WRN:
         log_trial(wrn, spec)
     log_trial(wrn, FAILED, status="FAILED")
+    log_trial(wrn, DIVERGED, status="DIVERGED")
     time.sleep(0.01)
     return uri
 
@@ -89,8 +93,9 @@ def test_results_table_has_the_schema_and_one_row_per_run_noise_and_level(store,
     assert list(zip(mnist["model"], mnist["seed"])) == sorted(zip(mnist["model"], mnist["seed"]))
 
     out = capsys.readouterr().out
-    assert "19 trials from 20 runs (1 duplicate runs of the same trial key passed over)" in out
+    assert "20 trials from 21 runs (1 duplicate runs of the same trial key passed over)" in out
     assert f"FAILED    {FAILED.key} (left out)" in out
+    assert f"DIVERGED  {DIVERGED.key} (left out)" in out
 
 
 def test_a_duplicate_trial_key_counts_once_with_its_latest_finished_run(store, tmp_path):
@@ -139,18 +144,34 @@ def test_comparison_sets_every_measured_cell_beside_the_paper(store, tmp_path):
     assert sorted(both["paper_accuracy"]) == [53.61, 65.17]  # the paper's own inconsistency stays visible
 
 
-def test_incomplete_runs_are_kept_and_flagged_on_request(store, tmp_path):
+def test_failed_and_diverged_trials_are_listed_apart_with_their_reason(store, tmp_path):
+    aggregate(store, tmp_path)
+    excluded = pd.read_parquet(tmp_path / "excluded.parquet")
+    assert list(excluded.columns) == ["sweep", "trial_key", "run_id", "dataset", "model", "seed", "status", "health", "reason"]
+    rows = excluded.set_index("trial_key")
+    assert sorted(rows.index) == sorted([FAILED.key, DIVERGED.key])
+    assert tuple(rows.loc[DIVERGED.key, ["status", "health", "reason"]]) == ("FAILED", "diverged", "loss is nan at epoch 3 step 7")
+    assert tuple(rows.loc[FAILED.key, ["status", "reason"]]) == ("FAILED", "worker died")
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    comparison = pd.read_parquet(tmp_path / "comparison.parquet")
+    assert not results["model"].isin(["WRN-28-4", "WRN-28-1"]).any()
+    assert not comparison["model"].isin(["WRN-28-4", "WRN-28-1"]).any()
+
+
+def test_incomplete_runs_are_kept_and_flagged_on_request_but_never_diverged_ones(store, tmp_path):
     aggregate(store, tmp_path, "--include-incomplete")
     results = pd.read_parquet(tmp_path / "results.parquet")
     failed = results[results["trial_key"] == FAILED.key]
     assert len(failed) == 23 and set(failed["status"]) == {"FAILED"}
+    assert DIVERGED.key not in set(results["trial_key"])
+    assert list(pd.read_parquet(tmp_path / "excluded.parquet")["trial_key"]) == [DIVERGED.key]
 
 
 def test_output_is_byte_identical_for_the_same_runs(store, tmp_path):
     aggregate(store, tmp_path / "a")
     aggregate(store, tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert len(files) == 13
+    assert len(files) == 14
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -180,6 +201,7 @@ def test_report_has_figures_with_both_bars_and_a_headline(store, tmp_path):
     # WRN-28-10 on CIFAR-10 1 x (1 + 20).
     assert "beats its plain twin in 108 of 113 measured (model, noise, level) cells" in report
     assert "![supp_table1](supp_table1.png)" in report
+    assert "18 trials aggregated. 2 left out (1 diverged: they did not train; 1 failed or unfinished), so 46 (model, noise, level) cells are missing" in report
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ def test_push_pull_is_h2_alpha1_outside_the_sensitivity_sweep():
 
 def test_paper_recipes():
     lenet, wrn = default_recipe("lenet", "paper"), default_recipe("wrn", "paper")
-    assert (lenet.epochs, lenet.lr, lenet.milestones, lenet.lr_decay, lenet.batch_size) == (90, 0.1, (30, 60), 0.1, 128)
+    assert (lenet.epochs, lenet.lr, lenet.milestones, lenet.lr_decay, lenet.batch_size) == (90, 0.01, (30, 60), 0.1, 128)
     assert (wrn.epochs, wrn.lr, wrn.milestones, wrn.lr_decay, wrn.augment) == (200, 0.1, (60, 120, 160), 0.2, True)
     for recipe in (lenet, wrn):
         assert (recipe.momentum, recipe.nesterov, recipe.weight_decay) == (0.9, True, 5e-4)
@@ -53,16 +53,16 @@ def test_trial_keys_are_stable_across_processes_and_change_with_any_field():
     assert other_process.stdout.strip() == spec.key
     assert spec.key.startswith("mnist-PA-s0-")
     assert TrialSpec.from_dict(spec.to_dict()) == spec
-    changed = apply_overrides(spec, [(None, "lr", 0.01)])
-    assert changed.key != spec.key and changed.recipe.lr == 0.01
+    changed = apply_overrides(spec, [(None, "lr", 0.05)])
+    assert changed.key != spec.key and changed.recipe.lr == 0.05
 
 
 def test_overrides_can_be_scoped_to_an_architecture():
-    overrides = [parse_override("lenet.lr=0.01"), parse_override("wrn.epochs=3"), parse_override("milestones=2,4")]
+    overrides = [parse_override("lenet.lr=0.05"), parse_override("wrn.epochs=3"), parse_override("milestones=2,4")]
     for spec in build_sweep("paper_full", overrides=overrides):
         assert spec.recipe.milestones == (2, 4)
         if spec.model.arch == "lenet":
-            assert (spec.recipe.lr, spec.recipe.epochs) == (0.01, 90)
+            assert (spec.recipe.lr, spec.recipe.epochs) == (0.05, 90)
         else:
             assert (spec.recipe.lr, spec.recipe.epochs) == (0.1, 3)
 

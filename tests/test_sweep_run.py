@@ -1,6 +1,7 @@
 """Real Ray Tune sweeps (smoke profile, tiny synthetic data sets in torchvision's formats) and the CLI."""
 
 import json
+import re
 import os
 import signal
 import sqlite3
@@ -184,7 +185,7 @@ def test_interrupted_sweep_resumes_to_exactly_one_run_per_trial(ray_cluster, tmp
     assert main([*args, "--resume"]) == 0
     specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 3)])
     runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
-    assert all(run.data.metrics["lr"] == 0.1 for run in runs)
+    assert all(run.data.metrics["lr"] == 0.01 for run in runs)
     history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(runs[0].info.run_id, "test_acc")
     assert sorted({m.step for m in history}) == [1, 2, 3]
 
@@ -230,3 +231,47 @@ def test_trials_that_require_gpus_on_a_cluster_without_any_stop_with_one_line(ra
         "start GPU workers (min_workers of the GPU node type in cluster.yaml) or use --gpus auto"
     )
     assert not (tmp_path / "lenet").exists()  # no trial started
+
+
+def test_a_diverging_sweep_ends_diverged_not_retried_and_makes_no_result_row(ray_cluster, tmp_path, mnist_root, capsys):
+    # lr=50 blows every model up within its first steps: all 8 diverge, and none is retried.
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--set", "lr=50"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("DIVERGED")]
+    specs = build_sweep("lenet", profile="smoke", overrides=[(None, "lr", 50.0)])
+    assert sorted(line.split()[1] for line in lines) == sorted(s.key for s in specs)
+    assert all(re.search(r": loss is (nan|inf) at epoch 1 step \d+$", line) for line in lines)
+    runs = runs_of(tmp_path, "lenet")
+    assert len(runs) == 8
+    for run in runs:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["health"] == "diverged" and run.data.tags["health_reason"].startswith("loss is ")
+        assert "restarts" not in run.data.tags  # a collapse is not retried
+    assert aggregate_main(["--storage", str(tmp_path), "--out", str(tmp_path / "tables")]) == 0
+    assert len(pd.read_parquet(tmp_path / "tables" / "results.parquet")) == 0
+    assert len(pd.read_parquet(tmp_path / "tables" / "excluded.parquet")) == 8
+
+
+def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster, tmp_path, mnist_root, capsys):
+    # Epoch 1 at lr 0.01 trains; the "decay" at epoch 2 multiplies the rate by 5000, to 50.
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root),
+            "--set", "epochs=2", "--set", "milestones=1", "--set", "lr_decay=5000", "--set", "max_train_batches=50"]
+    assert main(args) == 1
+    runs = runs_of(tmp_path, "lenet")
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run in runs:
+        assert run.info.status == "FAILED", run.data.tags["trial_key"]
+        reason = run.data.tags["health_reason"]
+        assert re.fullmatch(r"loss is (nan|inf) at epoch 2 step \d+", reason) or reason.startswith("clean test accuracy fell back to chance"), reason
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert [m.step for m in history] == [1]  # the healthy first epoch was logged, and kept
+        trial_dir = tmp_path / "lenet" / run.data.tags["trial_key"]
+        assert [p.name for p in trial_dir.glob("checkpoint_*")] == ["checkpoint_000000"]  # the last healthy one
+
+
+def test_healthy_trials_are_tagged_healthy(ray_cluster, tmp_path, mnist_root):
+    assert main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root)]) == 0
+    runs = runs_of(tmp_path, "lenet")
+    assert len(runs) == 8 and {r.data.tags["health"] for r in runs} == {"healthy"}
+    assert all(r.data.metrics["test_acc"] > 15 for r in runs)
