@@ -228,13 +228,12 @@ def excluded_trials(runs: list) -> pd.DataFrame:
     return frame.sort_values("trial_key", kind="stable").reset_index(drop=True)
 
 
-def aggregate(runs: list, include_incomplete: bool = False) -> dict[str, pd.DataFrame]:
-    """All output tables from the runs of the store, keyed by file stem (``results``, ``comparison``...).
+def aggregate(chosen: list, include_incomplete: bool = False) -> dict[str, pd.DataFrame]:
+    """All output tables from one run per trial (see select_runs), keyed by file stem (``results``...).
 
     Only FINISHED runs make rows; ``include_incomplete`` adds unfinished and failed ones (flagged by their
     status), never a diverged one: a model that did not train is no result.
     """
-    chosen, _ = select_runs(runs)
     kept = [r for r in chosen if r.info.status == "FINISHED" or (include_incomplete and not _diverged(r))]
     results = tidy_results(kept)
     cells = cell_statistics(results)
@@ -308,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
     runs = read_runs(tracking_uri, args.sweep)
     chosen, duplicates = select_runs(runs)
 
-    tables = aggregate(runs, include_incomplete=args.include_incomplete)
+    tables = aggregate(chosen, include_incomplete=args.include_incomplete)
     out = Path(args.out)
     written = write_tables(tables, out, args.to)
     if args.report:
