@@ -16,7 +16,6 @@ Output is deterministic: the same runs give byte-identical files.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -28,10 +27,10 @@ import pyarrow.parquet as pq
 from sweep.catalog import SWEEPS
 from sweep.metrics import parse_noise_metric
 from sweep.paper import PAPER_TABLES, PaperTable, paper_results
-from sweep.run import DEFAULT_STORAGE
-from sweep.tracking import TrackingUnavailable, default_tracking_uri, open_client
+from sweep.storage import StorageError, resolve_storage
+from sweep.tracking import TrackingUnavailable, open_client
 
-__all__ = ["RESULT_SCHEMA", "aggregate", "cell_statistics", "comparison", "main", "paper_table", "tidy_results"]
+__all__ = ["RESULT_SCHEMA", "aggregate", "cell_statistics", "comparison", "has_measurements", "main", "paper_table", "tidy_results"]
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -245,7 +244,7 @@ def aggregate(chosen: list, include_incomplete: bool = False) -> dict[str, pd.Da
     return tables
 
 
-def _measured(table: pd.DataFrame) -> bool:
+def has_measurements(table: pd.DataFrame) -> bool:
     """Whether a paper-shaped table holds at least one measured cell."""
     return bool(table.filter(like=" seeds").gt(0).any().any())
 
@@ -300,8 +299,10 @@ def _run(args: argparse.Namespace) -> int:
     unknown = [name for name in args.sweep if name not in SWEEPS]
     if unknown:
         raise AggregateError(f"unknown sweep {unknown[0]!r}: expected one of {', '.join(SWEEPS)}")
-    storage = Path(args.storage or os.environ.get("SWEEP_STORAGE") or DEFAULT_STORAGE).expanduser().resolve()
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(storage)
+    try:
+        tracking_uri = resolve_storage(args.storage).tracking_uri(args.tracking_uri)
+    except StorageError as error:
+        raise AggregateError(str(error)) from None
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
         raise AggregateError(f"no MLflow store at {tracking_uri}: run a sweep first, or pass --tracking-uri")
     runs = read_runs(tracking_uri, args.sweep)
@@ -323,7 +324,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{label:9} {run.data.tags.get('trial_key')} ({'kept, flagged' if kept else 'left out'})")
     if args.to == "markdown":
         for stem in ("table2", "supp_table1"):
-            if _measured(tables[stem]):
+            if has_measurements(tables[stem]):
                 print(f"\n{stem}\n{_markdown(tables[stem])}")
     print(f"wrote {len(written)} files to {out}")
     return 0

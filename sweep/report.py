@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from perturb import noise_suite  # noqa: E402
+from sweep.aggregate import cell_statistics, has_measurements  # noqa: E402
 from sweep.paper import PAPER_TABLES, PaperTable, paper_results  # noqa: E402
 
 __all__ = ["twin_wins", "write_report"]
@@ -89,13 +90,11 @@ def _figure(table: PaperTable, ours: pd.DataFrame, paper: pd.DataFrame, path: Pa
 
 def write_report(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """Figures for every paper figure with at least one measured cell, and report.md. Returns the paths."""
-    from sweep.aggregate import _measured, cell_statistics  # noqa: PLC0415 - aggregate imports this module lazily
-
     cells = cell_statistics(tables["results"])
     paper = paper_results()
     written = []
     for table in PAPER_TABLES:
-        if table.figure is None or not _measured(tables[table.stem]):
+        if table.figure is None or not has_measurements(tables[table.stem]):
             continue
         path = out / f"{table.stem}.png"
         _figure(table, cells, paper, path)

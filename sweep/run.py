@@ -17,40 +17,12 @@ from typing import Any, NoReturn
 from sweep.catalog import SWEEPS, build_sweep
 from sweep.data import DataUnavailable, load_dataset
 from sweep.specs import PROFILES, TrialSpec, parse_override
-from sweep.tracking import Tracker, TrackingCallback, TrackingUnavailable, default_tracking_uri
+from sweep.storage import StorageError, SweepStorage, resolve_storage
+from sweep.tracking import Tracker, TrackingCallback, TrackingUnavailable
 
 __all__ = ["main"]
 
-DEFAULT_STORAGE = "sweeps"
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "pushpull-sweep" / "data"
-
-
-class SweepStorage:
-    """The storage of a sweep: a local folder or a URI that pyarrow understands (``s3://bucket/path``)."""
-
-    def __init__(self, location: str) -> None:
-        self.location = location if "://" in location else str(Path(location).expanduser().resolve())
-        self.local = None if "://" in location else Path(self.location)
-
-    def path(self, name: str) -> str:
-        return f"{self.location.rstrip('/')}/{name}"
-
-    def read_text(self, name: str) -> str | None:
-        import pyarrow.fs
-
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(self.path(name))
-        if filesystem.get_file_info(path).type == pyarrow.fs.FileType.NotFound:
-            return None
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode()
-
-    def write_text(self, name: str, text: str) -> None:
-        import pyarrow.fs
-
-        filesystem, path = pyarrow.fs.FileSystem.from_uri(self.path(name))
-        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with filesystem.open_output_stream(path) as stream:
-            stream.write(text.encode())
 
 
 class UsageError(Exception):
@@ -136,14 +108,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
 
-    storage = SweepStorage(args.storage or os.environ.get("SWEEP_STORAGE") or DEFAULT_STORAGE)
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if tracking_uri is None:
-        if storage.local is None:
-            raise UsageError(f"with a remote --storage ({storage.location}), pass --tracking-uri (an MLflow server)")
-        tracking_uri = default_tracking_uri(storage.local)
-    record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs]}
-    _check_sweep_record(storage, record, args.resume)
+    try:
+        storage = resolve_storage(args.storage)
+        tracking_uri = storage.tracking_uri(args.tracking_uri)
+        record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs]}
+        _check_sweep_record(storage, record, args.resume)
+    except StorageError as error:
+        raise UsageError(str(error)) from None
 
     artifact_root = storage.local / "mlartifacts" if storage.local is not None else None
     try:

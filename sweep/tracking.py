@@ -24,18 +24,13 @@ from ray import tune
 from sweep.metrics import EPOCH_METRICS, parse_noise_metric
 from sweep.specs import TrialSpec
 
-__all__ = ["RESULTS_ARTIFACT", "TrackingUnavailable", "Tracker", "TrackingCallback", "default_tracking_uri", "open_client"]
+__all__ = ["RESULTS_ARTIFACT", "TrackingUnavailable", "Tracker", "TrackingCallback", "open_client"]
 
 RESULTS_ARTIFACT = "results.json"
 
 
 class TrackingUnavailable(RuntimeError):
     """The tracking store cannot be reached or opened; the message is one line."""
-
-
-def default_tracking_uri(storage: Path) -> str:
-    """The embedded store of a sweep folder: ``sqlite:///<storage>/mlflow.db``."""
-    return f"sqlite:///{storage / 'mlflow.db'}"
 
 
 def _project_tags() -> dict[str, str]:
@@ -129,9 +124,12 @@ class Tracker:
         self._run_ids[spec.key] = run.info.run_id
         return run.info.run_id
 
+    def _run_id(self, spec: TrialSpec) -> str:
+        return self.find_run(spec.key) or self.open_run(spec)
+
     def log_result(self, spec: TrialSpec, result: dict[str, Any]) -> None:
         """Log one Tune result (one epoch, the last one carrying the noise scores) at step = epoch."""
-        run_id = self.find_run(spec.key) or self.open_run(spec)
+        run_id = self._run_id(spec)
         step, now = int(result["epoch"]), int(time.time() * 1000)
         metrics = [
             Metric(name, float(value), now, step)
@@ -144,7 +142,7 @@ class Tracker:
     def finish(self, spec: TrialSpec, final: dict[str, Any]) -> None:
         """End the run of a trial that returned: FINISHED with the exact (noise, level, accuracy) rows as
         an artifact, or, for a diverged trial, FAILED with tags ``health=diverged`` and ``health_reason``."""
-        run_id = self.find_run(spec.key) or self.open_run(spec)
+        run_id = self._run_id(spec)
         if final.get("health") == "diverged":
             self.client.log_batch(run_id, tags=[RunTag("health", "diverged"), RunTag("health_reason", str(final["health_reason"]))])
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
@@ -160,13 +158,13 @@ class Tracker:
 
     def fail(self, spec: TrialSpec, reason: str) -> None:
         """End the run FAILED, with the reason as a tag."""
-        run_id = self.find_run(spec.key) or self.open_run(spec)
+        run_id = self._run_id(spec)
         self.client.set_tag(run_id, "error", reason[:5000])
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
     def note_restart(self, spec: TrialSpec, restarts: int) -> None:
         """Record on the run how often its trial was restarted after a failure (tag ``restarts``)."""
-        run_id = self.find_run(spec.key) or self.open_run(spec)
+        run_id = self._run_id(spec)
         self.client.set_tag(run_id, "restarts", str(restarts))
 
     def status(self, key: str) -> str | None:

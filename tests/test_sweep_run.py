@@ -275,3 +275,16 @@ def test_healthy_trials_are_tagged_healthy(ray_cluster, tmp_path, mnist_root):
     runs = runs_of(tmp_path, "lenet")
     assert len(runs) == 8 and {r.data.tags["health"] for r in runs} == {"healthy"}
     assert all(r.data.metrics["test_acc"] > 15 for r in runs)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--storage", "s3://bucket/sweeps"], "sweep.run: error: with a remote --storage (s3://bucket/sweeps), pass --tracking-uri (an MLflow server)"),
+        (["--storage", "nosuchfs://x/y", "--tracking-uri", "http://127.0.0.1:9"], "sweep.run: error: cannot read the storage nosuchfs://x/y:"),
+    ],
+)
+def test_unusable_storage_stops_with_one_line(args, message):
+    result = run_cli("lenet", *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message) and "\n" not in result.stderr.strip()
