@@ -140,13 +140,16 @@ def two_nodes(tmp_path):
         shutil.rmtree(short, ignore_errors=True)
 
 
+EPOCHS = 20  # with 100 batches an epoch: long enough to take the worker away mid-trial, not between trials
+
+
 def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_server(two_nodes, tmp_path):
     data = tmp_path / "data"
-    write_mnist(data, n_train=3200, n_test=100)
+    write_mnist(data, n_train=6400, n_test=100)
     storage = tmp_path / "storage"
     submit = subprocess.Popen(
         [str(BIN / "ray"), "job", "submit", "--address", two_nodes["dashboard"], "--",
-         sys.executable, "-m", "sweep.run", "lenet", "--profile", "smoke", "--set", "epochs=3", "--address", "auto",
+         sys.executable, "-m", "sweep.run", "lenet", "--profile", "smoke", "--set", f"epochs={EPOCHS}", "--address", "auto",
          "--tracking-uri", two_nodes["tracking"], "--storage", str(storage), "--data-root", str(data)],
         env=two_nodes["env"], stdout=open(tmp_path / "job.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -156,12 +159,14 @@ def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_
             experiment = client.get_experiment_by_name("lenet")
             return [] if experiment is None else client.search_runs([experiment.experiment_id])
 
-        def on_worker(status: str) -> list:
-            return [r for r in runs() if r.data.tags.get("ray_node_id") == two_nodes["worker_node"] and r.info.status == status]
+        def on_worker(status: str, max_epoch: int = EPOCHS) -> list:
+            return [r for r in runs() if r.data.tags.get("ray_node_id") == two_nodes["worker_node"] and r.info.status == status
+                    and r.data.metrics.get("epoch", 0) <= max_epoch]
 
-        # Once the worker node has finished a trial and is running another, take it away.
+        # Once the worker node has finished a trial and is early in another (an epoch takes about half a
+        # second, so at least 7 s of training are left), take it away.
         _wait_for(lambda: on_worker("FINISHED"), 240, "a trial finished on the worker node")
-        _wait_for(lambda: on_worker("RUNNING"), 120, "a trial running on the worker node")
+        cut = _wait_for(lambda: on_worker("RUNNING", max_epoch=EPOCHS - 14), 120, "a trial early in training on the worker node")
         _stop(two_nodes["worker"])
         assert submit.wait(timeout=400) == 0, (tmp_path / "job.log").read_text()[-3000:]
     finally:
@@ -170,7 +175,10 @@ def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_
     final = runs()
     assert len(final) == 8 and all(r.info.status == "FINISHED" for r in final)
     assert {r.data.tags["ray_node_id"] for r in final} == {two_nodes["head_node"], two_nodes["worker_node"]}
-    assert any(int(r.data.tags.get("restarts", 0)) >= 1 for r in final)  # the trial of the lost worker, restarted
+    # The trial of the lost worker restarted from its last checkpoint into the same run, and finished.
+    restarted = next(r for r in final if r.info.run_id == cut[0].info.run_id)
+    assert int(restarted.data.tags["restarts"]) >= 1 and restarted.data.tags["ray_node_id"] == two_nodes["head_node"]
+    assert restarted.data.metrics["epoch"] == EPOCHS
     assert all(len([m for m in r.data.metrics if m.startswith("acc/")]) == 24 for r in final)
     # Workers and driver logged over HTTP only: no local MLflow store anywhere.
     assert not list(tmp_path.rglob("mlflow.db")) and not list(tmp_path.rglob("mlruns"))
