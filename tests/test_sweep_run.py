@@ -121,9 +121,10 @@ def assert_one_finished_run_per_trial(storage: Path, sweep: str, specs, noise_le
 def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tmp_path, mnist_root):
     # Six epochs (about 3 s a trial here), so that each trial outlasts the start of the other three by
     # seconds (about 0.9 s apart here) and all four slots are busy at once.
-    code = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "4", "--set", "epochs=6"])
+    epochs = 6
+    code = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "4", "--set", f"epochs={epochs}"])
     assert code == 0
-    specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 6)])
+    specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", epochs)])
     runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
     assert {run.data.params["model"] for run in runs} == {"A", "B", "C", "D", "PA", "PB", "PC", "PD"}
     # The four slots were used at once: some moment lies inside four runs.
@@ -131,14 +132,14 @@ def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tm
     overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
     assert overlap == 4, sorted((s - spans[0][0], e - spans[0][0]) for s, e in spans)
 
-    again = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--set", "epochs=6"])
+    again = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--set", f"epochs={epochs}"])
     assert again == 2  # an existing sweep is continued with --resume only
     assert len(runs_of(tmp_path, "lenet")) == 8
 
     # The aggregator reads what the sweep wrote.
     assert aggregate_main(["--storage", str(tmp_path), "--out", str(tmp_path / "tables")]) == 0
     results = pd.read_parquet(tmp_path / "tables" / "results.parquet")
-    assert len(results) == 8 * 25 and set(results["epochs_trained"]) == {6}
+    assert len(results) == 8 * 25 and set(results["epochs_trained"]) == {epochs}
     table = pd.read_parquet(tmp_path / "tables" / "supp_table1.parquet")
     assert list(table["model"]) == ["A", "PA", "B", "PB", "C", "PC", "D", "PD"]
     assert table.filter(like=" seeds").eq(1).all().all()
@@ -199,16 +200,17 @@ def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root):
 
 
 def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, mnist_root):
-    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "1", "--set", "epochs=8"]
+    epochs = 8  # killed after epoch 1: seconds of training left, no race with the trial's end
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "1", "--set", f"epochs={epochs}"]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 8)])[0]
+    first = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", epochs)])[0]
     progress = tmp_path / "lenet" / first.key / "result.json"
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not (progress.exists() and progress.read_text().strip()):
             time.sleep(0.1)
         worker = json.loads(progress.read_text().splitlines()[0])["pid"]  # Tune records each trial's pid
-        os.kill(worker, signal.SIGKILL)  # after epoch 1 of 8: seconds of training left, no race with the end
+        os.kill(worker, signal.SIGKILL)
         assert driver.wait(timeout=300) == 0
     finally:
         if driver.poll() is None:
@@ -218,7 +220,7 @@ def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster,
     history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(runs[first.key].info.run_id, "train_loss")
     steps = sorted(m.step for m in history)
     # Restarted from the checkpoint of epoch 1, not from scratch: epoch 1 was trained (and logged) once.
-    assert steps.count(1) == 1 and steps[-1] == 8
+    assert steps.count(1) == 1 and steps[-1] == epochs
     assert runs[first.key].data.tags["restarts"] == "1"
     assert all("restarts" not in run.data.tags for key, run in runs.items() if key != first.key)
 
