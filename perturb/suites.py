@@ -45,6 +45,11 @@ class Perturbation:
             raise ValueError(f"{self.noise} noise variance must be >= 0, got {self.level}")
         object.__setattr__(self, "level", level)
 
+    @property
+    def is_identity(self) -> bool:
+        """Whether it leaves images unchanged: Gaussian or speckle noise of variance 0 (the clean images)."""
+        return self.noise != "poisson" and self.level == 0
+
 
 _MNIST_VARIANCES = (0.0, 0.001, 0.01, 0.1, 0.2, 0.3, 0.4, 0.5)
 _MNIST_CONTRASTS = (0.2, 0.3, 0.4, 0.5, 1.0, 1.5, 2.0, 2.5)

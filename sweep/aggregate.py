@@ -206,6 +206,12 @@ def _diverged(run: object) -> bool:
     return run.data.tags.get("health") == "diverged"
 
 
+def _makes_rows(run: object, include_incomplete: bool) -> bool:
+    """Whether a run becomes rows of the tables: a FINISHED one, or with ``include_incomplete`` an
+    unfinished or failed one, never a diverged one (a model that did not train is no result)."""
+    return run.info.status == "FINISHED" or (include_incomplete and not _diverged(run))
+
+
 def excluded_trials(runs: list) -> pd.DataFrame:
     """One row per trial left out of the tables (diverged, failed, unfinished), with the reason."""
     rows = [
@@ -230,17 +236,17 @@ def excluded_trials(runs: list) -> pd.DataFrame:
 def aggregate(chosen: list, include_incomplete: bool = False) -> dict[str, pd.DataFrame]:
     """All output tables from one run per trial (see select_runs), keyed by file stem (``results``...).
 
-    Only FINISHED runs make rows; ``include_incomplete`` adds unfinished and failed ones (flagged by their
-    status), never a diverged one: a model that did not train is no result.
+    The runs that make rows are chosen by :func:`_makes_rows`; the others are listed in ``excluded``.
     """
-    kept = [r for r in chosen if r.info.status == "FINISHED" or (include_incomplete and not _diverged(r))]
+    kept = [r for r in chosen if _makes_rows(r, include_incomplete)]
+    left_out = [r for r in chosen if not _makes_rows(r, include_incomplete)]
     results = tidy_results(kept)
     cells = cell_statistics(results)
     paper = paper_results()
     tables = {"results": results}
     tables.update({table.stem: paper_table(table, cells, paper) for table in PAPER_TABLES})
     tables["comparison"] = comparison(cells, paper)
-    tables["excluded"] = excluded_trials([r for r in chosen if r not in kept])
+    tables["excluded"] = excluded_trials(left_out)
     return tables
 
 
@@ -310,17 +316,20 @@ def _run(args: argparse.Namespace) -> int:
 
     tables = aggregate(chosen, include_incomplete=args.include_incomplete)
     out = Path(args.out)
-    written = write_tables(tables, out, args.to)
-    if args.report:
-        from sweep.report import write_report  # matplotlib only when figures are asked for
+    try:
+        written = write_tables(tables, out, args.to)
+        if args.report:
+            from sweep.report import write_report  # matplotlib only when figures are asked for
 
-        written += write_report(tables, out)
+            written += write_report(tables, out)
+    except OSError as error:
+        raise AggregateError(f"cannot write the tables to {out}: {error.strerror or error}") from None
 
     print(f"{len(chosen)} trials from {len(runs)} runs ({duplicates} duplicate runs of the same trial key passed over)")
     for run in chosen:
         if run.info.status != "FINISHED":
-            kept = args.include_incomplete and not _diverged(run)
             label = "DIVERGED" if _diverged(run) else run.info.status
+            kept = _makes_rows(run, args.include_incomplete)
             print(f"{label:9} {run.data.tags.get('trial_key')} ({'kept, flagged' if kept else 'left out'})")
     if args.to == "markdown":
         for stem in ("table2", "supp_table1"):

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from perturb import noise_suite  # noqa: E402
+from perturb import NOISES, Perturbation, noise_suite  # noqa: E402
 from sweep.aggregate import cell_statistics, has_measurements  # noqa: E402
 from sweep.paper import PAPER_TABLES, PaperTable, paper_results  # noqa: E402
 
@@ -31,10 +31,11 @@ def _base_name(model: str) -> str:
 def _twins(cells: pd.DataFrame) -> pd.DataFrame:
     """Plain and push-pull (h=2, alpha=1) accuracy side by side per (dataset, model, noise, level).
 
-    cells: columns dataset, model, pushpull, h, alpha, noise, level, accuracy. Zero-variance Gaussian and
-    speckle cells are the clean cell again and are dropped.
+    cells: columns dataset, model, pushpull, h, alpha, noise, level, accuracy. Cells of a perturbation that
+    leaves the images unchanged (zero variance) are the clean cell again and are dropped.
     """
-    cells = cells[~((cells["noise"] != "clean") & (cells["noise"] != "poisson") & (cells["level"] == 0))]
+    kept = [not (noise in NOISES and Perturbation(noise, level).is_identity) for noise, level in zip(cells["noise"], cells["level"])]
+    cells = cells[kept]
     key = ["dataset", "base", "noise", "level"]
     cells = cells.assign(base=cells["model"].map(_base_name))
     plain = cells[~cells["pushpull"]][key + ["accuracy"]]

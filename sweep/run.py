@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -136,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     from sweep.trainable import train_trial
 
     if not ray.is_initialized():
-        ray.init(address=args.address)
+        _join_ray(args.address or os.environ.get("RAY_ADDRESS"))
     gpus = args.gpus != "none" and ray.cluster_resources().get("GPU", 0) > 0
     if args.gpus == "require" and not gpus:
         _wait_for_gpus(args.gpu_wait)
@@ -170,6 +171,25 @@ def _run(args: argparse.Namespace) -> int:
     print(f"sweep {args.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {tracking_uri}", flush=True)
     results = tuner.fit()
     return _summarize(results, tracker)
+
+
+def _join_ray(address: str | None) -> None:
+    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT``...), or start a local Ray when None.
+
+    An unreachable cluster stops with one line: for ``HOST:PORT`` Ray itself would retry for minutes.
+    """
+    import ray
+
+    host, _, port = (address or "").rpartition(":")
+    if host and port.isdigit() and "://" not in host:
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as error:
+            raise UsageError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+    try:
+        ray.init(address=address)
+    except ConnectionError as error:
+        raise UsageError(f"cannot join the Ray cluster at {address}: {str(error).strip().splitlines()[0]}") from None
 
 
 def _wait_for_gpus(seconds: float) -> None:
@@ -219,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.list:
-            for name, (description, pairs) in SWEEPS.items():
+            for name, (description, _) in SWEEPS.items():
                 print(f"{name:12} {len(build_sweep(name)):3d} trials  {description}")
             return 0
         return _run(args)

@@ -189,7 +189,7 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     fields = {f.name: f for f in dataclasses.fields(Recipe)}
     if key not in fields:
         raise ValueError(f"unknown --set key {key!r}: expected one of {', '.join(fields)}")
-    return arch or None, key, _parse_value(text, key, raw, Recipe.__dataclass_fields__[key].type)
+    return arch or None, key, _parse_value(text, key, raw, fields[key].type)
 
 
 def _parse_value(text: str, key: str, raw: str, annotation: str) -> Any:

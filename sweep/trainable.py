@@ -20,8 +20,8 @@ from ray import tune
 from models import build_model
 from sweep.data import MEAN_STD, DatasetTensors
 from sweep.metrics import noise_metric
-from sweep.specs import TrialSpec
 from sweep.health import HealthMonitor
+from sweep.specs import TrialSpec
 from sweep.training import (
     NonFiniteLoss,
     Normalizer,
@@ -132,7 +132,7 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
             "images_per_second": stats.images / stats.seconds,
         }
         if epoch + 1 == recipe.epochs:
-            scores = evaluate_suite(model, spec.dataset, test_images, test_labels, normalize, recipe.eval_batch_size)
+            scores = evaluate_suite(model, spec.dataset, test_images, test_labels, normalize, recipe.eval_batch_size, test_acc)
             metrics.update({noise_metric(s.noise, s.level): accuracy for s, accuracy in scores})
             final_metrics = metrics
         with tempfile.TemporaryDirectory() as directory:

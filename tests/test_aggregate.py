@@ -1,6 +1,5 @@
 """The aggregator on MLflow stores with known runs, written through the same Tracker that sweeps use."""
 
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,14 +23,14 @@ def known_accuracy(spec: TrialSpec, noise: str, level: float) -> float:
     return base
 
 
-def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED", shift: float = 0.0) -> None:
+def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED") -> None:
     """What sweep.run logs for a trial that trained 3 epochs, through the same Tracker."""
     tracker.open_run(spec)
     for epoch in (1, 2, 3):
         result = {"epoch": epoch, "train_loss": 1 / epoch, "train_acc": 50.0, "test_acc": 0.0, "lr": 0.1, "epoch_seconds": 1.0, "images_per_second": 10.0}
         if epoch == 3:
-            result["test_acc"] = known_accuracy(spec, "clean", 0) + shift
-            result.update({noise_metric(p.noise, p.level): known_accuracy(spec, p.noise, p.level) + shift for p in noise_suite(spec.dataset)})
+            result["test_acc"] = known_accuracy(spec, "clean", 0)
+            result.update({noise_metric(p.noise, p.level): known_accuracy(spec, p.noise, p.level) for p in noise_suite(spec.dataset)})
         tracker.log_result(spec, result)
     if status == "FINISHED":
         tracker.finish(spec, result)
@@ -56,14 +55,13 @@ def store(tmp_path_factory) -> str:
     for spec in LENET:
         log_trial(lenet, spec)
     # An older engine left a second, earlier run of the first LeNet trial with other numbers.
-    older = Tracker(uri, "lenet", root / "artifacts")
-    older._run_ids[LENET[0].key] = older.client.create_run(older.experiment_id, tags={"trial_key": LENET[0].key, "sweep": "lenet"}).info.run_id
-    older.client.set_terminated(older._run_ids[LENET[0].key], "FINISHED", end_time=1000)
+    older = lenet.client.create_run(lenet.experiment_id, tags={"trial_key": LENET[0].key, "sweep": "lenet"}).info.run_id
+    lenet.client.log_metric(older, "test_acc", known_accuracy(LENET[0], "clean", 0) - 5, step=3)
+    lenet.client.set_terminated(older, "FINISHED", end_time=1000)
     for spec in WRN:
         log_trial(wrn, spec)
     log_trial(wrn, FAILED, status="FAILED")
     log_trial(wrn, DIVERGED, status="DIVERGED")
-    time.sleep(0.01)
     return uri
 
 
@@ -217,6 +215,13 @@ def test_bad_input_is_one_line_exit_2_and_no_files(store, tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sweep.aggregate: error: {message}") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_2(store, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert aggregate(store, tmp_path / "taken") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"sweep.aggregate: error: cannot write the tables to {tmp_path / 'taken'}: File exists"
 
 
 def test_unreachable_or_missing_stores_are_one_line_errors(tmp_path, capsys):

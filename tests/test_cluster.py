@@ -140,7 +140,7 @@ def two_nodes(tmp_path):
         shutil.rmtree(short, ignore_errors=True)
 
 
-EPOCHS = 20  # with 100 batches an epoch: long enough to take the worker away mid-trial, not between trials
+EPOCHS = 24  # with 100 batches an epoch: long enough to take the worker away mid-trial, not between trials
 
 
 def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_server(two_nodes, tmp_path):
@@ -164,9 +164,9 @@ def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_
                     and r.data.metrics.get("epoch", 0) <= max_epoch]
 
         # Once the worker node has finished a trial and is early in another (an epoch takes about half a
-        # second, so at least 7 s of training are left), take it away.
+        # second, so about 10 s of training are left), take it away.
         _wait_for(lambda: on_worker("FINISHED"), 240, "a trial finished on the worker node")
-        cut = _wait_for(lambda: on_worker("RUNNING", max_epoch=EPOCHS - 14), 120, "a trial early in training on the worker node")
+        cut = _wait_for(lambda: on_worker("RUNNING", max_epoch=4), 120, "a trial early in training on the worker node")
         _stop(two_nodes["worker"])
         assert submit.wait(timeout=400) == 0, (tmp_path / "job.log").read_text()[-3000:]
     finally:

@@ -113,6 +113,11 @@ def test_zero_variance_leaves_images_unchanged():
     image = torch.rand(3, 3, 8, 8)
     assert torch.equal(gaussian_noise(image, 0.0), image)
     assert torch.equal(speckle_noise(image, 0.0), image)
+    # ... and the settings that say so are exactly those, whatever the data set.
+    for dataset in ("mnist", "cifar10"):
+        identities = [s for s in noise_suite(dataset) if s.is_identity]
+        assert identities == [Perturbation("gaussian", 0.0), Perturbation("speckle", 0.0)]
+        assert all(torch.equal(perturb_test_set(image, dataset, s), image) for s in identities)
 
 
 def test_same_seed_gives_bit_identical_noise_and_other_levels_differ():

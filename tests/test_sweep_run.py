@@ -16,7 +16,7 @@ import pytest
 
 from sweep.aggregate import main as aggregate_main
 from sweep.catalog import build_sweep
-from sweep.metrics import parse_noise_metric
+from sweep.metrics import EPOCH_METRICS, noise_metric, parse_noise_metric
 from sweep.run import main
 from tests.datasets import cifar_checksums_disabled, write_cifar, write_mnist
 
@@ -82,6 +82,13 @@ def test_unreachable_tracking_server_stops_early(tmp_path, mnist_root):
     assert result.stderr.strip().startswith("sweep.run: error: cannot reach the MLflow tracking server at http://127.0.0.1:9")
 
 
+def test_an_unreachable_ray_cluster_stops_with_one_line_and_records_no_sweep(tmp_path, mnist_root):
+    result = run_cli("lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--address", "127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "sweep.run: error: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused"
+    assert not (tmp_path / "lenet.sweep.json").exists() and not (tmp_path / "lenet").exists()
+
+
 @pytest.mark.parametrize(("seeds", "count"), [("1", 32), ("2", 64)])
 def test_dry_run_lists_the_distinct_trials_of_paper_full(seeds, count):
     result = run_cli("paper_full", "--dry-run", "--seeds", seeds)
@@ -110,10 +117,10 @@ def assert_one_finished_run_per_trial(storage: Path, sweep: str, specs, noise_le
         assert run.info.status == "FINISHED"
         noise = [name for name in run.data.metrics if parse_noise_metric(name)]
         assert len(noise) == noise_levels, run.data.tags["trial_key"]
-        assert {"train_loss", "train_acc", "test_acc", "lr", "epoch_seconds", "images_per_second"} <= set(run.data.metrics)
+        assert set(EPOCH_METRICS) <= set(run.data.metrics)
         rows = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/results.json")["rows"]
         assert len(rows) == noise_levels
-        assert all(run.data.metrics[f"acc/{r['noise']}/{r['level']!r}"] == r["accuracy"] for r in rows)
+        assert all(run.data.metrics[noise_metric(r["noise"], r["level"])] == r["accuracy"] for r in rows)
         assert run.data.tags["sweep"] == sweep and run.data.params["dataset"] == specs[0].dataset
     return runs
 
@@ -207,7 +214,7 @@ def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster,
     progress = tmp_path / "lenet" / first.key / "result.json"
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not (progress.exists() and progress.read_text().strip()):
+        while time.monotonic() < deadline and not (progress.exists() and "\n" in progress.read_text()):  # a whole first line
             time.sleep(0.1)
         worker = json.loads(progress.read_text().splitlines()[0])["pid"]  # Tune records each trial's pid
         os.kill(worker, signal.SIGKILL)
@@ -256,7 +263,7 @@ def test_a_diverging_sweep_ends_diverged_not_retried_and_makes_no_result_row(ray
     assert len(pd.read_parquet(tmp_path / "tables" / "excluded.parquet")) == 8
 
 
-def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster, tmp_path, mnist_root, capsys):
+def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster, tmp_path, mnist_root):
     # Epoch 1 at lr 0.01 trains; the "decay" at epoch 2 multiplies the rate by 5000, to 50.
     args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root),
             "--set", "epochs=2", "--set", "milestones=1", "--set", "lr_decay=5000", "--set", "max_train_batches=50"]

@@ -7,8 +7,8 @@ from torch import nn
 from models import ModelSpec, build_model
 from perturb import noise_suite
 from sweep.data import MEAN_STD
-from sweep.specs import default_recipe
 from sweep.health import HealthMonitor
+from sweep.specs import default_recipe
 from sweep.training import (
     NonFiniteLoss,
     Normalizer,
@@ -46,6 +46,13 @@ def test_evaluate_suite_scores_every_setting_in_suite_order():
     scores = evaluate_suite(ConstantClass(), "mnist", images, labels, identity(), 4)
     assert [setting for setting, _ in scores] == list(noise_suite("mnist"))
     assert all(accuracy == 50.0 for _, accuracy in scores)
+
+
+def test_evaluate_suite_gives_the_callers_clean_accuracy_to_the_settings_that_leave_images_unchanged():
+    images, labels = torch.rand(6, 1, 28, 28), torch.tensor([3, 3, 3, 1, 1, 1])
+    scores = evaluate_suite(ConstantClass(), "mnist", images, labels, identity(), 4, clean_accuracy=12.5)
+    assert [(s.noise, s.level) for s, accuracy in scores if accuracy == 12.5] == [("gaussian", 0.0), ("speckle", 0.0)]
+    assert sum(accuracy == 50.0 for _, accuracy in scores) == len(scores) - 2
 
 
 def test_normalizer_uses_the_datasets_mean_and_std():
