@@ -1,14 +1,18 @@
-"""``python -m sweep.aggregate``: MLflow runs to tidy Parquet tables, the paper's tables and a comparison.
+"""``python -m sweep.aggregate``: MLflow runs to tidy Parquet tables, the paper's tables, the push-pull
+effect with its confidence, and an honest comparison with the paper.
 
 Reads runs through MLflow's client (the default store of ``sweep.run`` or ``--tracking-uri``), keeps one
-run per trial key (the latest finished one), and writes to ``--out``:
+run per trial (the latest finished one), and writes to ``--out`` the tables of :mod:`sweep.tables`:
 
-- ``results.parquet``: one row per (run, noise, level), schema :data:`RESULT_SCHEMA`;
-- one file per results table of the paper (``table2``, ``table3``, ``supp_table1`` .. ``supp_table9``),
-  in the paper's layout, mean over seeds with standard deviation and seed count;
-- ``comparison.parquet``: every measured cell beside the paper's number;
+- ``results.parquet``: one row per (run, noise, level), schema :data:`~sweep.tables.RESULT_SCHEMA`;
+- ``recipes.parquet``: every recipe of the runs, by the id that every other table carries;
+- one file per results table of the paper that the sweeps asked for cover (``table2``, ``table3``,
+  ``supp_table1`` .. ``supp_table9``), in the paper's layout, one block per recipe;
+- ``pushpull_effect.parquet``: push-pull minus plain, paired by seed, with a 95 % interval and a verdict;
+- ``comparison.parquet`` and ``reading_fit.parquet``: every measured cell beside the paper's number, under
+  each reading of the paper's cells, and how well each reading fits;
 - ``excluded.parquet``: the trials left out (diverged, failed, unfinished) with the reason;
-- with ``--report``: ``report.md`` and PNG figures in the style of the paper's (see sweep.report).
+- with ``--report``: ``report.md`` and PNG figures (see sweep.report).
 
 Output is deterministic: the same runs give byte-identical files.
 """
@@ -25,56 +29,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sweep.catalog import SWEEPS
-from sweep.metrics import parse_noise_metric
-from sweep.paper import PAPER_TABLES, PaperTable, paper_results
 from sweep.storage import StorageError, resolve_storage
+from sweep.tables import RECIPE_SCHEMA, RESULT_SCHEMA, Aggregation, UNKNOWN_RECIPE, aggregate, diverged, has_measurements, makes_rows, recipe_id
 from sweep.tracking import TrackingUnavailable, open_client
 
-__all__ = ["RESULT_SCHEMA", "aggregate", "cell_statistics", "comparison", "has_measurements", "main", "paper_table", "tidy_results"]
+__all__ = ["main", "read_runs", "select_runs"]
 
-RESULT_SCHEMA = pa.schema(
-    [
-        ("sweep", pa.string()),
-        ("trial_key", pa.string()),
-        ("run_id", pa.string()),
-        ("dataset", pa.string()),
-        ("arch", pa.string()),
-        ("model", pa.string()),
-        ("depth", pa.int64()),
-        ("width", pa.int64()),
-        ("pushpull", pa.bool_()),
-        ("h", pa.float64()),
-        ("alpha", pa.float64()),
-        ("seed", pa.int64()),
-        ("noise", pa.string()),
-        ("level", pa.float64()),
-        ("accuracy", pa.float64()),
-        ("epochs_trained", pa.int64()),
-        ("status", pa.string()),
-        ("start_time", pa.timestamp("ms", tz="UTC")),
-        ("end_time", pa.timestamp("ms", tz="UTC")),
-    ]
-)
-CELL = ["dataset", "model", "pushpull", "h", "alpha", "noise", "level"]
-NOISE_ORDER = {"clean": 0, "gaussian": 1, "speckle": 2, "poisson": 3}
 FORMATS = ("parquet", "csv", "markdown")
+SCHEMAS = {"results": RESULT_SCHEMA, "recipes": RECIPE_SCHEMA}
 
 
 class AggregateError(Exception):
     """Bad input or nothing to aggregate: one line, exit status 2, no file written."""
 
 
-def _param(params: dict[str, str], name: str, kind: type) -> object:
-    value = params.get(name)
-    if value is None or value == "None":
-        return None
-    if kind is bool:
-        return value == "True"
-    return kind(float(value)) if kind is int else kind(value)
-
-
-def read_runs(tracking_uri: str, sweeps: list[str]) -> list:
-    """Every run of the experiments named ``sweeps`` (all of the catalog's when empty)."""
+def read_runs(tracking_uri: str, sweeps: list[str]) -> tuple[list, list[str]]:
+    """Every run of the experiments named ``sweeps`` (when empty: every experiment of the store named
+    after a sweep of the catalog), and the names of the experiments that hold them, in catalog order."""
     try:
         client = open_client(tracking_uri)
         names = sweeps or list(SWEEPS)
@@ -93,166 +64,43 @@ def read_runs(tracking_uri: str, sweeps: list[str]) -> list:
         raise AggregateError(f"cannot read the MLflow store {tracking_uri}: {first_line}") from None
     if not runs:
         raise AggregateError(f"no runs found for {', '.join(sweeps) or 'any sweep'} in {tracking_uri}")
-    return runs
+    held = {e.experiment_id for e in experiments if any(r.info.experiment_id == e.experiment_id for r in runs)}
+    return runs, [e.name for e in experiments if e.experiment_id in held]
 
 
-def select_runs(runs: list) -> tuple[list, int]:
-    """One run per trial key: the latest FINISHED one, or the latest at all when none finished.
+def _trial_identity(run: object) -> tuple | None:
+    """(recipe id, dataset, model, h, alpha, seed) from a run's params, None when they lack a recipe."""
+    recipe = recipe_id(run)
+    if recipe == UNKNOWN_RECIPE:
+        return None
+    return (recipe, *(run.data.params.get(name) for name in ("dataset", "model", "h", "alpha", "seed")))
 
-    Returns the chosen runs and how many runs were passed over as duplicates.
+
+def _latest(runs: list) -> object:
+    """The latest FINISHED run, or the latest at all when none finished."""
+    return max(runs, key=lambda r: (r.info.status == "FINISHED", r.info.end_time or 0, r.info.start_time, r.info.run_id))
+
+
+def select_runs(runs: list) -> tuple[list, dict[str, int]]:
+    """One run per trial, the latest finished one: runs with the same ``trial_key`` tag, or with the same
+    (recipe, dataset, model, h, alpha, seed) in their params, are one trial (a rerun, a second sweep).
+
+    Returns the chosen runs, sorted by trial key, and for each chosen run that had duplicates how many
+    runs it was chosen over (by run id).
     """
-    by_key: dict[str, list] = {}
+    identity_of_key: dict[str, tuple] = {}
+    for run in runs:
+        key, identity = run.data.tags.get("trial_key"), _trial_identity(run)
+        if key is not None and identity is not None:
+            identity_of_key.setdefault(key, identity)
+    trials: dict[tuple, list] = {}
     for run in runs:
         key = run.data.tags.get("trial_key")
         if key is not None:
-            by_key.setdefault(key, []).append(run)
-    chosen = []
-    for key in sorted(by_key):
-        candidates = by_key[key]
-        chosen.append(max(candidates, key=lambda r: (r.info.status == "FINISHED", r.info.end_time or 0, r.info.start_time, r.info.run_id)))
-    return chosen, sum(len(c) - 1 for c in by_key.values())
-
-
-def tidy_results(runs: list) -> pd.DataFrame:
-    """One row per (run, noise, level) with :data:`RESULT_SCHEMA`'s columns, sorted deterministically."""
-    rows = []
-    for run in runs:
-        params, metrics = run.data.params, run.data.metrics
-        base = {
-            "sweep": run.data.tags.get("sweep"),
-            "trial_key": run.data.tags.get("trial_key"),
-            "run_id": run.info.run_id,
-            "dataset": params.get("dataset"),
-            "arch": params.get("arch"),
-            "model": params.get("model"),
-            "depth": _param(params, "depth", int),
-            "width": _param(params, "width", int),
-            "pushpull": _param(params, "pushpull", bool),
-            "h": _param(params, "h", float),
-            "alpha": _param(params, "alpha", float),
-            "seed": _param(params, "seed", int),
-            "epochs_trained": int(metrics["epoch"]) if "epoch" in metrics else None,
-            "status": run.info.status,
-            "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC") if run.info.start_time else None,
-            "end_time": pd.Timestamp(run.info.end_time, unit="ms", tz="UTC") if run.info.end_time else None,
-        }
-        if "test_acc" in metrics:
-            rows.append({**base, "noise": "clean", "level": 0.0, "accuracy": metrics["test_acc"]})
-        for name, value in metrics.items():
-            parsed = parse_noise_metric(name)
-            if parsed is not None:
-                rows.append({**base, "noise": parsed[0], "level": parsed[1], "accuracy": value})
-    frame = pd.DataFrame(rows, columns=RESULT_SCHEMA.names)
-    frame["noise_order"] = frame["noise"].map(NOISE_ORDER)
-    frame = frame.sort_values(["dataset", "arch", "depth", "width", "model", "h", "alpha", "seed", "noise_order", "level", "trial_key"], na_position="first", kind="stable")
-    return frame.drop(columns="noise_order").reset_index(drop=True)
-
-
-def cell_statistics(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample standard deviation of the accuracy over seeds, and the seed count, per cell."""
-    grouped = results.groupby(CELL, dropna=False, sort=True)["accuracy"]
-    stats = grouped.agg(accuracy="mean", std="std", seeds="count").reset_index()
-    stats["seeds"] = stats["seeds"].astype("int64")
-    return stats
-
-
-def _with_cells(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (paper cells) left-joined with the measured statistics of the same cells."""
-    return frame.merge(cells, on=CELL, how="left", suffixes=("_paper", ""))
-
-
-def paper_table(table: PaperTable, cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Our numbers in the layout of one paper table: its rows and columns, in its order.
-
-    Each paper column becomes three: the mean over seeds (named like the paper's column, e.g.
-    ``gaussian 0.001`` or ``cifar10 push-pull``), ``<column> std`` and ``<column> seeds``. Cells we did not
-    measure are null with 0 seeds.
-    """
-    layout = _with_cells(paper[paper["source"] == table.source], cells)
-    if table.by_noise:
-        keys = ["noise", "level"]
-        layout["column"] = [f"{d} {'push-pull' if pp else 'plain'}" for d, pp in zip(layout["dataset"], layout["pushpull"])]
-    else:
-        keys = ["model", "h", "alpha"] if table.source == "paper Table 3" else ["model"]
-        layout["column"] = [f"{noise} {level:g}" for noise, level in zip(layout["noise"], layout["level"])]
-    # A new row wherever the row keys change, in the paper's order. (Table 2 prints the clean column twice,
-    # as Gaussian and as speckle variance 0, so keys alone do not tell its rows apart.)
-    row_keys = layout[keys].map(repr)  # repr, so that missing h and alpha compare equal
-    layout["row"] = row_keys.ne(row_keys.shift()).any(axis=1).cumsum()
-    layout["seeds"] = layout["seeds"].fillna(0).astype("int64")
-    columns = list(dict.fromkeys(layout["column"]))
-    parts = [layout.drop_duplicates("row").set_index("row")[keys]]
-    for value, suffix in (("accuracy", ""), ("std", " std"), ("seeds", " seeds")):
-        wide = layout.pivot(index="row", columns="column", values=value)[columns]
-        parts.append(wide.add_suffix(suffix))
-    return pd.concat(parts, axis=1).reset_index(drop=True).rename_axis(columns=None)
-
-
-def comparison(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Every measured cell beside the paper's number, once per paper table that prints it."""
-    joined = _with_cells(paper.drop_duplicates(["source", *CELL]), cells)  # Table 2 prints clean twice
-    joined = joined[joined["seeds"].notna()].copy()
-    joined["seeds"] = joined["seeds"].astype("int64")
-    joined = joined.rename(columns={"accuracy_paper": "paper_accuracy"})
-    joined["difference"] = joined["accuracy"] - joined["paper_accuracy"]
-    columns = ["source", *CELL, "accuracy", "std", "seeds", "paper_accuracy", "difference"]
-    return joined[columns].reset_index(drop=True)
-
-
-EXCLUDED_COLUMNS = ["sweep", "trial_key", "run_id", "dataset", "model", "seed", "status", "health", "reason"]
-
-
-def _diverged(run: object) -> bool:
-    return run.data.tags.get("health") == "diverged"
-
-
-def _makes_rows(run: object, include_incomplete: bool) -> bool:
-    """Whether a run becomes rows of the tables: a FINISHED one, or with ``include_incomplete`` an
-    unfinished or failed one, never a diverged one (a model that did not train is no result)."""
-    return run.info.status == "FINISHED" or (include_incomplete and not _diverged(run))
-
-
-def excluded_trials(runs: list) -> pd.DataFrame:
-    """One row per trial left out of the tables (diverged, failed, unfinished), with the reason."""
-    rows = [
-        {
-            "sweep": run.data.tags.get("sweep"),
-            "trial_key": run.data.tags.get("trial_key"),
-            "run_id": run.info.run_id,
-            "dataset": run.data.params.get("dataset"),
-            "model": run.data.params.get("model"),
-            "seed": _param(run.data.params, "seed", int),
-            "status": run.info.status,
-            "health": run.data.tags.get("health", ""),
-            "reason": run.data.tags.get("health_reason") or run.data.tags.get("error") or f"run is {run.info.status}",
-        }
-        for run in runs
-        if run.info.status != "FINISHED"
-    ]
-    frame = pd.DataFrame(rows, columns=EXCLUDED_COLUMNS).astype({"seed": "Int64"})
-    return frame.sort_values("trial_key", kind="stable").reset_index(drop=True)
-
-
-def aggregate(chosen: list, include_incomplete: bool = False) -> dict[str, pd.DataFrame]:
-    """All output tables from one run per trial (see select_runs), keyed by file stem (``results``...).
-
-    The runs that make rows are chosen by :func:`_makes_rows`; the others are listed in ``excluded``.
-    """
-    kept = [r for r in chosen if _makes_rows(r, include_incomplete)]
-    left_out = [r for r in chosen if not _makes_rows(r, include_incomplete)]
-    results = tidy_results(kept)
-    cells = cell_statistics(results)
-    paper = paper_results()
-    tables = {"results": results}
-    tables.update({table.stem: paper_table(table, cells, paper) for table in PAPER_TABLES})
-    tables["comparison"] = comparison(cells, paper)
-    tables["excluded"] = excluded_trials(left_out)
-    return tables
-
-
-def has_measurements(table: pd.DataFrame) -> bool:
-    """Whether a paper-shaped table holds at least one measured cell."""
-    return bool(table.filter(like=" seeds").gt(0).any().any())
+            trials.setdefault(identity_of_key.get(key, ("trial_key", key)), []).append(run)
+    chosen = sorted((_latest(group) for group in trials.values()), key=lambda r: (r.data.tags["trial_key"], r.info.run_id))
+    passed_over = {_latest(group).info.run_id: len(group) - 1 for group in trials.values() if len(group) > 1}
+    return chosen, passed_over
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -270,8 +118,7 @@ def write_tables(tables: dict[str, pd.DataFrame], out: Path, fmt: str) -> list[P
     written = []
     for stem, frame in tables.items():
         if fmt == "parquet":
-            schema = RESULT_SCHEMA if stem == "results" else None
-            table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+            table = pa.Table.from_pandas(frame, schema=SCHEMAS.get(stem), preserve_index=False)
             path = out / f"{stem}.parquet"
             pq.write_table(table, path)
         elif fmt == "csv":
@@ -291,7 +138,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m sweep.aggregate", description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", nargs="+", default=[], metavar="NAME", help=f"sweeps (MLflow experiments) to read; default all of: {', '.join(SWEEPS)}")
+    parser.add_argument("--sweep", nargs="+", default=[], metavar="NAME", help=f"sweeps (MLflow experiments) to read; default every one the store holds of: {', '.join(SWEEPS)}")
+    parser.add_argument("--recipe", nargs="+", default=[], metavar="ID", help="keep only the runs of these recipes (ids as printed and in recipes.parquet)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
     parser.add_argument("--storage", help="the sweep storage folder whose embedded store to read (default: $SWEEP_STORAGE or ./sweeps)")
     parser.add_argument("--to", default="parquet", choices=FORMATS, help="output format")
@@ -299,6 +147,37 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", action="store_true", help="also write report.md and PNG figures")
     parser.add_argument("--include-incomplete", action="store_true", help="keep unfinished and failed runs (their status column says so)")
     return parser
+
+
+def _select_recipes(chosen: list, wanted: list[str]) -> list:
+    """The runs of the recipes ``wanted`` (all when empty); an id no run has is an AggregateError."""
+    if not wanted:
+        return chosen
+    held = {recipe_id(run): run.data.params.get("arch") for run in chosen}
+    unknown = [r for r in wanted if r not in held]
+    if unknown:
+        listed = ", ".join(f"{rid} ({arch})" for rid, arch in sorted(held.items()))
+        raise AggregateError(f"unknown recipe {unknown[0]!r}: the runs hold {listed}")
+    return [run for run in chosen if recipe_id(run) in wanted]
+
+
+def _summary(aggregation: Aggregation, chosen: list, runs: list, passed_over: dict[str, int], include_incomplete: bool) -> list[str]:
+    """What the console says about the runs read: counts, recipes, duplicates, trials left out."""
+    lines = [f"{len(chosen)} trials from {len(runs)} runs ({sum(passed_over.values())} duplicate runs of the same trial passed over)"]
+    for row in aggregation.recipes.itertuples(index=False):
+        changes = f" with {row.changes}" if row.changes else ""
+        lines.append(f"recipe {row.recipe}: {row.arch}, {row.profile} profile{changes} ({row.trials} trials)")
+    if aggregation.recipes["arch"].duplicated().any():
+        lines.append("several recipes of one architecture: their cells are kept apart; --recipe ID shows one")
+    for run in chosen:
+        if run.info.run_id in passed_over:
+            key = run.data.tags.get("trial_key")
+            lines.append(f"duplicate {key}: kept run {run.info.run_id} (latest finished), passed over {passed_over[run.info.run_id]}")
+        if run.info.status != "FINISHED":
+            label = "DIVERGED" if diverged(run) else run.info.status
+            kept = makes_rows(run, include_incomplete)
+            lines.append(f"{label:9} {run.data.tags.get('trial_key')} ({'kept, flagged' if kept else 'left out'})")
+    return lines
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -311,30 +190,27 @@ def _run(args: argparse.Namespace) -> int:
         raise AggregateError(str(error)) from None
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
         raise AggregateError(f"no MLflow store at {tracking_uri}: run a sweep first, or pass --tracking-uri")
-    runs = read_runs(tracking_uri, args.sweep)
-    chosen, duplicates = select_runs(runs)
+    runs, sweeps = read_runs(tracking_uri, args.sweep)
+    chosen, passed_over = select_runs(runs)
+    chosen = _select_recipes(chosen, args.recipe)
 
-    tables = aggregate(chosen, include_incomplete=args.include_incomplete)
+    aggregation = aggregate(chosen, args.sweep or sweeps, include_incomplete=args.include_incomplete)
     out = Path(args.out)
     try:
-        written = write_tables(tables, out, args.to)
+        written = write_tables(aggregation.files(), out, args.to)
         if args.report:
             from sweep.report import write_report  # matplotlib only when figures are asked for
 
-            written += write_report(tables, out)
+            written += write_report(aggregation, out)
     except OSError as error:
         raise AggregateError(f"cannot write the tables to {out}: {error.strerror or error}") from None
 
-    print(f"{len(chosen)} trials from {len(runs)} runs ({duplicates} duplicate runs of the same trial key passed over)")
-    for run in chosen:
-        if run.info.status != "FINISHED":
-            label = "DIVERGED" if _diverged(run) else run.info.status
-            kept = _makes_rows(run, args.include_incomplete)
-            print(f"{label:9} {run.data.tags.get('trial_key')} ({'kept, flagged' if kept else 'left out'})")
+    print("\n".join(_summary(aggregation, chosen, runs, passed_over, args.include_incomplete)))
     if args.to == "markdown":
         for stem in ("table2", "supp_table1"):
-            if has_measurements(tables[stem]):
-                print(f"\n{stem}\n{_markdown(tables[stem])}")
+            table = aggregation.paper_tables.get(stem)
+            if table is not None and has_measurements(table):
+                print(f"\n{stem}\n{_markdown(table)}")
     print(f"wrote {len(written)} files to {out}")
     return 0
 

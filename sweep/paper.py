@@ -1,4 +1,5 @@
-"""The paper's published numbers (shipped as package data) and the layout of its results tables."""
+"""The paper's published numbers (shipped as package data), the layout of its results tables, and what
+each printed cell measured where that differs from its header (:func:`paper_cells`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["PAPER_TABLES", "PaperTable", "cell_model_name", "paper_results"]
+__all__ = ["PAPER_TABLES", "READINGS", "PaperTable", "cell_model_name", "paper_cells", "paper_results"]
 
 
 @dataclass(frozen=True)
@@ -20,20 +21,21 @@ class PaperTable:
     title: str
     by_noise: bool = False  # rows are (noise, level), columns (dataset, push-pull): paper Table 2
     figure: str | None = None  # the paper figure drawn from the same cells
+    figure_stem: str | None = None  # its PNG's file name, without extension
 
 
 PAPER_TABLES: tuple[PaperTable, ...] = (
     PaperTable("table2", "paper Table 2", "WRN-28-10 on CIFAR-10 and CIFAR-100, all noises", by_noise=True),
     PaperTable("table3", "paper Table 3", "Sensitivity of WRN-16-10-PP to h and alpha, CIFAR-10, Gaussian noise"),
-    PaperTable("supp_table1", "supplementary Table 1", "LeNet on MNIST, Gaussian noise", figure="Figure 4"),
-    PaperTable("supp_table2", "supplementary Table 2", "LeNet on MNIST, contrast change and Poisson noise", figure="Figure 5"),
-    PaperTable("supp_table3", "supplementary Table 3", "LeNet on MNIST, speckle noise", figure="Supplementary Figure 1"),
-    PaperTable("supp_table4", "supplementary Table 4", "WRN-28-W on CIFAR-10, Poisson noise, by width", figure="Figure 6"),
-    PaperTable("supp_table5", "supplementary Table 5", "WRN-L-10 on CIFAR-10, Poisson noise, by depth", figure="Figure 7"),
-    PaperTable("supp_table6", "supplementary Table 6", "WRN-28-W on CIFAR-10, Gaussian noise, by width", figure="Figure 8"),
-    PaperTable("supp_table7", "supplementary Table 7", "WRN-L-10 on CIFAR-10, Gaussian noise, by depth", figure="Figure 9"),
-    PaperTable("supp_table8", "supplementary Table 8", "WRN-28-W on CIFAR-10, speckle noise, by width", figure="Supplementary Figure 2"),
-    PaperTable("supp_table9", "supplementary Table 9", "WRN-L-10 on CIFAR-10, speckle noise, by depth", figure="Supplementary Figure 3"),
+    PaperTable("supp_table1", "supplementary Table 1", "LeNet on MNIST, Gaussian noise", figure="Figure 4", figure_stem="figure4_gaussian"),
+    PaperTable("supp_table2", "supplementary Table 2", "LeNet on MNIST, contrast change and Poisson noise", figure="Figure 5", figure_stem="figure5_poisson"),
+    PaperTable("supp_table3", "supplementary Table 3", "LeNet on MNIST, speckle noise", figure="Supplementary Figure 1", figure_stem="supp_figure1_speckle"),
+    PaperTable("supp_table4", "supplementary Table 4", "WRN-28-W on CIFAR-10, Poisson noise, by width", figure="Figure 6", figure_stem="figure6_poisson_width"),
+    PaperTable("supp_table5", "supplementary Table 5", "WRN-L-10 on CIFAR-10, Poisson noise, by depth", figure="Figure 7", figure_stem="figure7_poisson_depth"),
+    PaperTable("supp_table6", "supplementary Table 6", "WRN-28-W on CIFAR-10, Gaussian noise, by width", figure="Figure 8", figure_stem="figure8_gaussian_width"),
+    PaperTable("supp_table7", "supplementary Table 7", "WRN-L-10 on CIFAR-10, Gaussian noise, by depth", figure="Figure 9", figure_stem="figure9_gaussian_depth"),
+    PaperTable("supp_table8", "supplementary Table 8", "WRN-28-W on CIFAR-10, speckle noise, by width", figure="Supplementary Figure 2", figure_stem="supp_figure2_speckle_width"),
+    PaperTable("supp_table9", "supplementary Table 9", "WRN-L-10 on CIFAR-10, speckle noise, by depth", figure="Supplementary Figure 3", figure_stem="supp_figure3_speckle_depth"),
 )
 
 
@@ -54,3 +56,41 @@ def paper_results() -> pd.DataFrame:
     for column in ("h", "alpha", "level", "accuracy"):
         frame[column] = frame[column].astype("float64")
     return frame
+
+
+# How a printed cell can be read. "header": the level its column header prints. "text": supplementary Table
+# 2's Poisson columns read as the contrasts Sec. 4.1 discusses (A and D drop "when the contrast level is
+# lower than C = 0.5", B and C are stable "when the contrast level is 0.5 and 0.4"), levels its header
+# 0.5 1 1.5 2 2.5 does not contain; its values also fall with the printed C where the CIFAR tables rise.
+READINGS = {
+    "header": "the level the column header prints",
+    "text": "supplementary Table 2's Poisson columns 0.5, 1, 1.5, 2, 2.5 read as C = 1, 0.5, 0.4, 0.3, 0.2 (Sec. 4.1)",
+}
+_TEXT_READING = {0.5: 1.0, 1.0: 0.5, 1.5: 0.4, 2.0: 0.3, 2.5: 0.2}
+_CIFAR_C1_NOTE = (
+    "the paper applied no noise at C = 1 (its value equals the model's clean accuracy in all 20 CIFAR cells): "
+    "compared with our clean accuracy"
+)
+_HEADER_NOTE = "read as the header prints it: C = {printed:g} (the text reading takes this column as C = {text:g})"
+_TEXT_NOTE = "read as Sec. 4.1 describes: the column printed C = {printed:g} taken as C = {level:g}"
+
+
+def paper_cells() -> pd.DataFrame:
+    """Every printed cell with the measurement it is to be compared with, once per reading of it.
+
+    Columns: the columns of :func:`paper_results` (``noise`` and ``level`` as printed) plus ``reading`` (a
+    key of :data:`READINGS`), ``measured_noise`` and ``measured_level`` (the cell of ours it means) and
+    ``protocol_note`` ("" where the cell means what its header says). CIFAR Poisson C = 1 cells mean the
+    clean test set; supplementary Table 2's Poisson cells appear twice, under the header and the text reading.
+    """
+    printed = paper_results()
+    cells = printed.assign(reading="header", measured_noise=printed["noise"], measured_level=printed["level"], protocol_note="")
+    cifar_c1 = cells["dataset"].str.startswith("cifar") & (cells["noise"] == "poisson") & (cells["level"] == 1.0)
+    cells.loc[cifar_c1, ["measured_noise", "measured_level", "protocol_note"]] = ["clean", 0.0, _CIFAR_C1_NOTE]
+    mnist_poisson = (cells["source"] == "supplementary Table 2") & (cells["noise"] == "poisson")
+    cells.loc[mnist_poisson, "protocol_note"] = [_HEADER_NOTE.format(printed=p, text=_TEXT_READING[p]) for p in cells.loc[mnist_poisson, "level"]]
+    text = cells[mnist_poisson].copy()
+    text["reading"] = "text"
+    text["measured_level"] = text["level"].map(_TEXT_READING)
+    text["protocol_note"] = [_TEXT_NOTE.format(printed=p, level=m) for p, m in zip(text["level"], text["measured_level"])]
+    return pd.concat([cells, text], ignore_index=True)

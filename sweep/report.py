@@ -1,8 +1,14 @@
-"""``report.md`` and PNG figures in the style of the paper's Figures 4-9: accuracy against noise level,
-light bars for plain models, dark bars for their push-pull twins, the paper's values drawn beside ours."""
+"""``report.md`` and PNG figures named after the paper's (``figure4_gaussian.png``...), from what the
+aggregator computed (:class:`sweep.tables.Aggregation`): nothing here recomputes a statistic.
+
+Each figure has two panels: accuracy per model and noise level (light bars plain, dark bars push-pull,
+error bars the standard deviation over seeds, the paper's values as ticks), and the push-pull effect
+(push-pull minus plain, paired by seed, with its 95 % interval) on an axis where one point shows.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -12,132 +18,249 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from perturb import NOISES, Perturbation, noise_suite  # noqa: E402
-from sweep.aggregate import cell_statistics, has_measurements  # noqa: E402
-from sweep.paper import PAPER_TABLES, PaperTable, paper_results  # noqa: E402
+from perturb import noise_suite  # noqa: E402
+from sweep.paper import PAPER_TABLES, READINGS, PaperTable  # noqa: E402
+from sweep.tables import MODEL, NOISE_ORDER, Aggregation, has_measurements, twin_name  # noqa: E402
 
-__all__ = ["twin_wins", "write_report"]
+__all__ = ["write_report"]
 
 _HUES = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+_PAPER_MARKERS = {"header": ("_", "black", 140), "text": ("x", "dimgray", 40)}
+DPI = 150
 
 
-def _base_name(model: str) -> str:
-    """The plain twin's name: ``PA`` -> ``A``, ``WRN-28-10-PP`` -> ``WRN-28-10``."""
-    if model.endswith("-PP"):
-        return model.removesuffix("-PP")
-    return model[1:] if len(model) == 2 and model.startswith("P") else model
+def _levels(rows: pd.DataFrame) -> list[tuple[str, float]]:
+    """The x positions of a figure: every (noise, level) the paper prints or means, clean first."""
+    printed = set(zip(rows["noise"], rows["level"]))
+    measured = set(zip(rows["measured_noise"], rows["measured_level"]))
+    return sorted(printed | measured, key=lambda cell: (NOISE_ORDER[cell[0]], cell[1]))
 
 
-def _twins(cells: pd.DataFrame) -> pd.DataFrame:
-    """Plain and push-pull (h=2, alpha=1) accuracy side by side per (dataset, model, noise, level).
-
-    cells: columns dataset, model, pushpull, h, alpha, noise, level, accuracy. Cells of a perturbation that
-    leaves the images unchanged (zero variance) are the clean cell again and are dropped.
-    """
-    kept = [not (noise in NOISES and Perturbation(noise, level).is_identity) for noise, level in zip(cells["noise"], cells["level"])]
-    cells = cells[kept]
-    key = ["dataset", "base", "noise", "level"]
-    cells = cells.assign(base=cells["model"].map(_base_name))
-    plain = cells[~cells["pushpull"]][key + ["accuracy"]]
-    pushpull = cells[cells["pushpull"] & (cells["h"] == 2) & (cells["alpha"] == 1)][key + ["accuracy"]]
-    return plain.merge(pushpull, on=key, suffixes=("_plain", "_pp"))
+def _label(noise: str, level: float) -> str:
+    return "clean" if noise == "clean" else f"{noise}\n{level:g}"
 
 
-def twin_wins(ours: pd.DataFrame, paper: pd.DataFrame) -> dict[str, int]:
-    """How often push-pull beats its plain twin: over our cells, and over the cells both sides have.
-
-    ours: cell statistics (sweep.aggregate.cell_statistics); paper: paper_results(), where a cell printed
-    in several tables counts once, from the first table in PAPER_TABLES order (main text first).
-    """
-    order = {table.source: i for i, table in enumerate(PAPER_TABLES)}
-    paper = paper.assign(order=paper["source"].map(order)).sort_values("order", kind="stable")
-    paper = paper.drop_duplicates(["dataset", "model", "h", "alpha", "noise", "level"])
-    ours_twins, paper_twins = _twins(ours.dropna(subset=["accuracy"])), _twins(paper)
-    common = ours_twins.merge(paper_twins, on=["dataset", "base", "noise", "level"], suffixes=("", "_paper"))
-    return {
-        "ours_cells": len(ours_twins),
-        "ours_wins": int((ours_twins["accuracy_pp"] > ours_twins["accuracy_plain"]).sum()),
-        "common_cells": len(common),
-        "common_ours_wins": int((common["accuracy_pp"] > common["accuracy_plain"]).sum()),
-        "common_paper_wins": int((common["accuracy_pp_paper"] > common["accuracy_plain_paper"]).sum()),
-        "paper_cells": len(paper_twins),
-    }
-
-
-def _figure(table: PaperTable, ours: pd.DataFrame, paper: pd.DataFrame, path: Path) -> None:
-    """Grouped bars: one group per noise level, one bar per model (ours), the paper's value as a tick."""
-    rows = paper[paper["source"] == table.source]
-    levels = list(dict.fromkeys(zip(rows["noise"], rows["level"])))
-    models = list(dict.fromkeys(rows["model"]))
-    merged = rows.merge(ours, on=["dataset", "model", "pushpull", "h", "alpha", "noise", "level"], how="left", suffixes=("_paper", ""))
-    width = 0.8 / len(models)
-    bases = list(dict.fromkeys(_base_name(m) for m in models))
-    fig, ax = plt.subplots(figsize=(max(9, 1.2 * len(levels)), 4.5))
+def _accuracy_panel(ax, rows: pd.DataFrame, cells: pd.DataFrame, levels: list, models: list[str]) -> None:
+    """Grouped bars: one group per (noise, level), one bar per model, the paper's values as ticks."""
+    width, bases = 0.8 / len(models), list(dict.fromkeys(twin_name(m) for m in models))
+    ours = cells.set_index(["model", "noise", "level"])
+    lowest = 100.0
     for i, model in enumerate(models):
-        cells = merged[merged["model"] == model].set_index(["noise", "level"]).reindex(levels)
-        pushpull = model != _base_name(model)
-        colour = _HUES[bases.index(_base_name(model)) % len(_HUES)]
         x = [j - 0.4 + (i + 0.5) * width for j in range(len(levels))]
-        ax.bar(x, cells["accuracy"].fillna(0), width, color=colour, alpha=1.0 if pushpull else 0.4, label=model)
-        ax.scatter(x, cells["accuracy_paper"], marker="_", s=120, color="black", zorder=3, label="paper" if i == 0 else None)
-    ax.set_xticks(range(len(levels)), [f"{noise}\n{level:g}" for noise, level in levels])
+        mean = [ours["accuracy"].get((model, n, v), math.nan) for n, v in levels]
+        std = [ours["std"].get((model, n, v), math.nan) if ours["seeds"].get((model, n, v), 0) >= 2 else math.nan for n, v in levels]
+        colour = _HUES[bases.index(twin_name(model)) % len(_HUES)]
+        ax.bar(x, mean, width, yerr=std, capsize=2, color=colour, alpha=0.4 if twin_name(model) == model else 1.0, label=model, error_kw={"lw": 0.8})
+        for reading, (marker, ink, size) in _PAPER_MARKERS.items():
+            paper = rows[(rows["model"] == model) & (rows["reading"] == reading)].set_index(["measured_noise", "measured_level"])["accuracy"]
+            ticks = [paper.get(cell, math.nan) for cell in levels]
+            label = f"paper ({reading} reading)" if i == 0 and paper.size else None
+            ax.scatter(x, ticks, marker=marker, s=size, color=ink, zorder=3, label=label)
+            lowest = min([lowest, *(t for t in ticks if not math.isnan(t))])
+        lowest = min([lowest, *(m - (0 if math.isnan(s) else s) for m, s in zip(mean, std) if not math.isnan(m))])
+    ax.set_ylim(max(0.0, math.floor(lowest) - 3), 100)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{table.figure}: {table.title} (bars: ours; ticks: paper)")
-    ax.legend(ncol=min(len(models) + 1, 5), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18))
-    fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
+    ax.grid(axis="y", lw=0.4, alpha=0.5)
+
+
+def _effect_limits(effect: pd.DataFrame) -> tuple[float, float]:
+    """A y range that holds 0 and every interval of ours, at least 1.5 points either side, so that a
+    difference of one point shows; the paper's differences do not widen it (they are clipped to it)."""
+    values = [0.0, *pd.concat([effect["difference"], effect["ci_low"], effect["ci_high"]]).dropna()]
+    low, high = min(values), max(values)
+    pad = max(1.5, 0.15 * (high - low))
+    return low - pad, high + pad
+
+
+def _effect_panel(ax, effect: pd.DataFrame, levels: list, models: list[str]) -> None:
+    """Push-pull minus plain per twin pair and level: the mean over seeds with its 95 % interval, the
+    paper's difference as ticks (a triangle at the edge where it lies beyond the axis)."""
+    pushpull = [m for m in models if twin_name(m) != m]
+    bases = list(dict.fromkeys(twin_name(m) for m in models))
+    width = 0.8 / max(1, len(pushpull))
+    bottom, top = _effect_limits(effect)
+    for i, model in enumerate(pushpull):
+        x = [j - 0.4 + (i + 0.5) * width for j in range(len(levels))]
+        mine = effect[effect["model"] == model].set_index(["noise", "level"])
+        mean = [mine["difference"].get(cell, math.nan) for cell in levels]
+        low = [m - mine["ci_low"].get(cell, math.nan) for m, cell in zip(mean, levels)]
+        high = [mine["ci_high"].get(cell, math.nan) - m for m, cell in zip(mean, levels)]
+        errors = [[0 if math.isnan(v) else v for v in low], [0 if math.isnan(v) else v for v in high]]
+        colour = _HUES[bases.index(twin_name(model)) % len(_HUES)]
+        ax.errorbar(x, mean, yerr=errors, fmt="o", ms=4, color=colour, capsize=2, lw=0.9, label=f"{model} - {twin_name(model)}")
+        for reading, (marker, ink, size) in _PAPER_MARKERS.items():
+            column = "paper_difference" if reading == "header" else f"paper_difference_{reading}"
+            paper = [mine[column].get(cell, math.nan) for cell in levels]
+            inside = [v if bottom <= v <= top else math.nan for v in paper]
+            ax.scatter(x, inside, marker=marker, s=size, color=ink, zorder=3)
+            for edge, arrow, beyond in ((top, "^", [v > top for v in paper]), (bottom, "v", [v < bottom for v in paper])):
+                xs = [xi for xi, b in zip(x, beyond) if b]
+                ax.scatter(xs, [edge] * len(xs), marker=arrow, s=25, facecolors="none", edgecolors=ink, zorder=3, clip_on=False)
+    ax.set_ylim(bottom, top)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("push-pull - plain\n(points, 95 % CI)")
+    ax.grid(axis="y", lw=0.4, alpha=0.5)
+    ax.set_xticks(range(len(levels)), [_label(n, v) for n, v in levels])
+
+
+def _figure(table: PaperTable, recipe: str, aggregation: Aggregation, path: Path) -> None:
+    rows = aggregation.paper[aggregation.paper["source"] == table.source]
+    models = list(dict.fromkeys(rows["model"]))
+    levels = _levels(rows)
+    cells = aggregation.cells[(aggregation.cells["recipe"] == recipe)].merge(rows[MODEL].drop_duplicates(), on=MODEL)
+    effect = aggregation.effect[(aggregation.effect["recipe"] == recipe) & aggregation.effect["model"].isin(models)]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9, 1.15 * len(levels)), 8), sharex=True, height_ratios=[3, 2])
+    _accuracy_panel(top, rows, cells, levels, models)
+    _effect_panel(bottom, effect, levels, models)
+    seeds = sorted(set(cells["seeds"]))
+    top.set_title(
+        f"{table.figure}: {table.title}\nrecipe {recipe}, seeds per cell: {', '.join(map(str, seeds))}; "
+        "bars: ours (error bars: std over seeds); ticks: paper (triangles: beyond the axis)"
+    )
+    top.legend(ncol=min(len(models) + 2, 6), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.02), frameon=False)
+    bottom.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
 
 
-def write_report(tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
-    """Figures for every paper figure with at least one measured cell, and report.md. Returns the paths."""
-    cells = cell_statistics(tables["results"])
-    paper = paper_results()
-    written = []
-    for table in PAPER_TABLES:
-        if table.figure is None or not has_measurements(tables[table.stem]):
+def _figures(aggregation: Aggregation, out: Path) -> list[Path]:
+    """One PNG per (paper figure, recipe) with measured cells: ``<figure_stem>.png`` when the table holds
+    one recipe, ``<figure_stem>_<recipe>.png`` when it holds several."""
+    written, layouts = [], {t.stem: t for t in PAPER_TABLES}
+    for stem, table in aggregation.paper_tables.items():
+        paper_table = layouts[stem]
+        if paper_table.figure is None or not has_measurements(table):
             continue
-        path = out / f"{table.stem}.png"
-        _figure(table, cells, paper, path)
-        written.append(path)
+        recipes = [r for r in dict.fromkeys(table["recipe"]) if has_measurements(table[table["recipe"] == r])]
+        for recipe in recipes:
+            name = paper_table.figure_stem if len(recipes) == 1 else f"{paper_table.figure_stem}_{recipe}"
+            path = out / f"{name}.png"
+            _figure(paper_table, recipe, aggregation, path)
+            written.append(path)
+    return written
 
-    wins = twin_wins(cells, paper)
-    comparison = tables["comparison"]
-    measured = tables["results"]["trial_key"].nunique()
-    excluded = tables["excluded"]
+
+def _number(value: float, signed: bool = True) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else (f"{value:+.2f}" if signed else f"{value:.2f}")
+
+
+def _recipe_lines(aggregation: Aggregation) -> list[str]:
+    """The first line (what recipe the numbers come from) and the recipes section."""
+    recipes = aggregation.recipes
+    if recipes.empty:
+        return ["No trial finished: nothing below is a measurement.", ""]
+    smoke = recipes[recipes["profile"] == "smoke"]
+    if len(smoke):
+        first = "**Smoke profile: these numbers are not the paper's recipe** (one short epoch on a sliver of the data; they prove the pipeline, not the models)."
+    elif (recipes["changes"] != "").any():
+        first = "These numbers come from the paper's recipe with changes (see Recipes): not the paper's exact recipe."
+    else:
+        first = "These numbers come from the paper's recipe (this project's LeNet lr 0.01 included, see the README)."
+    lines = [first, "", "# Reproduction report", "", "## Recipes", "", "| recipe | arch | profile | changes | epochs | lr | trials |", "|---|---|---|---|---|---|---|"]
+    for row in recipes.itertuples(index=False):
+        lines.append(f"| {row.recipe} | {row.arch} | {row.profile} | {row.changes or '-'} | {row.epochs} | {row.lr:g} | {row.trials} |")
+    if recipes["arch"].duplicated().any():
+        lines += ["", "Several recipes of one architecture: each has its own cells, never a shared mean (`--recipe ID` shows one)."]
+    return lines + [""]
+
+
+def _trials_lines(aggregation: Aggregation) -> list[str]:
+    excluded = aggregation.excluded
     diverged = int((excluded["health"] == "diverged").sum())
-    missing = sum(1 + len(noise_suite(dataset)) for dataset in excluded["dataset"].dropna())
-    lines = [
-        "# Reproduction report",
-        "",
+    missing = sum(1 + len([s for s in noise_suite(d) if not s.is_identity]) for d in excluded["dataset"].dropna())
+    measured = aggregation.results["trial_key"].nunique()
+    return [
         f"{measured} trials aggregated. {len(excluded)} left out ({diverged} diverged: they did not train; "
         f"{len(excluded) - diverged} failed or unfinished), so {missing} (model, noise, level) cells are missing "
         "from every table: see excluded.parquet for the reasons.",
         "",
-        "## Headline",
-        "",
-        f"Push-pull (h=2, alpha=1) beats its plain twin in {wins['ours_wins']} of {wins['ours_cells']} measured "
-        f"(model, noise, level) cells. On the {wins['common_cells']} cells the paper also prints, it wins in "
-        f"{wins['common_ours_wins']} here and in {wins['common_paper_wins']} in the paper "
-        f"({wins['paper_cells'] - wins['common_cells']} of the paper's {wins['paper_cells']} twin cells are not measured).",
-        "",
-        "Where a cell is printed in several tables of the paper, the headline takes it from the first of: "
-        + ", ".join(t.source for t in PAPER_TABLES)
-        + " (Table 2 and supplementary Table 4 disagree on CIFAR-10 Poisson C=1.5 and 2.5).",
-        "",
-        "## Largest differences from the paper",
+    ]
+
+
+def _effect_lines(aggregation: Aggregation) -> list[str]:
+    """The push-pull effect per recipe and noise family: verdict counts, then every cell."""
+    effect = aggregation.effect
+    lines = ["## Push-pull effect, paired by seed", ""]
+    if effect.empty:
+        return lines + ["No push-pull model was measured beside its plain twin on the same seed.", ""]
+    lines += [
+        "Difference = push-pull accuracy - plain accuracy on the same seed, in points; mean over seeds with its "
+        "paired 95 % Student t interval. *better* / *worse*: the interval lies above / below 0; *inconclusive*: "
+        "it contains 0 (always so with one seed). The paper's difference stands beside each cell "
+        f"({'; '.join(f'{k}: {v}' for k, v in READINGS.items())}). All of it is in pushpull_effect.parquet.",
         "",
     ]
-    if len(comparison):
-        worst = comparison.reindex(comparison["difference"].abs().sort_values(ascending=False, kind="stable").index).head(10)
-        lines.append("| table | dataset | model | noise | level | ours | paper | difference |")
-        lines.append("|---|---|---|---|---|---|---|---|")
-        for row in worst.itertuples(index=False):
-            lines.append(f"| {row.source} | {row.dataset} | {row.model} | {row.noise} | {row.level:g} | {row.accuracy:.2f} | {row.paper_accuracy:.2f} | {row.difference:+.2f} |")
-    else:
-        lines.append("No measured cell is printed in the paper.")
-    lines += ["", "## Figures", ""]
-    lines += [f"![{p.stem}]({p.name})" for p in written] or ["No figure: no measured cell of Figures 4-9."]
+    for (recipe, dataset), group in effect.groupby(["recipe", "dataset"], sort=True):
+        seeds = sorted(set(group["seeds"]))
+        lines += [f"### Recipe {recipe}, {dataset} (seeds per cell: {', '.join(map(str, seeds))})", ""]
+        for noise, family in sorted(group.groupby("noise"), key=lambda item: NOISE_ORDER[item[0]]):
+            counts = family["verdict"].value_counts()
+            decided = family[family["verdict"] != "inconclusive"]
+            paper = decided.dropna(subset=["paper_difference"])
+            agree = int(((paper["paper_difference"] > 0) == (paper["verdict"] == "better")).sum())
+            lines.append(
+                f"**{noise}**: push-pull better in {counts.get('better', 0)}, worse in {counts.get('worse', 0)}, "
+                f"inconclusive in {counts.get('inconclusive', 0)} of {len(family)} cells; of the {len(paper)} decided cells "
+                f"the paper prints (header reading), its sign agrees in {agree}."
+            )
+            lines += ["", "| pair | level | difference | 95 % CI | seeds | verdict | paper | paper, text reading |", "|---|---|---|---|---|---|---|---|"]
+            for row in family.itertuples(index=False):
+                pair = f"{row.model} - {row.plain}" + (f" (h={row.h:g}, alpha={row.alpha:g})" if row.h != 2 or row.alpha != 1 else "")
+                interval = "" if math.isnan(row.ci_low) else f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
+                lines.append(
+                    f"| {pair} | {row.level:g} | {row.difference:+.2f} | {interval} | {row.seeds} | {row.verdict} | "
+                    f"{_number(row.paper_difference)} | {_number(row.paper_difference_text)} |"
+                )
+            lines.append("")
+    return lines
+
+
+def _comparison_lines(aggregation: Aggregation) -> list[str]:
+    """Where the paper's cells mean something else than their header, how well each reading fits, and
+    the largest differences."""
+    compared, fit = aggregation.comparison, aggregation.reading_fit
+    lines = ["## Comparison with the paper", ""]
+    if compared.empty:
+        return lines + ["No measured cell is printed in the paper.", ""]
+    notes = compared[compared["protocol_note"] != ""].drop_duplicates(["source", "reading", "protocol_note"])
+    if len(notes):
+        lines.append("Cells whose meaning differs from their header (the `protocol_note` of comparison.parquet):")
+        lines.append("")
+        for (source, reading), group in notes.groupby(["source", "reading"], sort=False):
+            counted = compared[(compared["source"] == source) & (compared["reading"] == reading) & (compared["protocol_note"] != "")]
+            lines.append(f"- {source}, {reading} reading, {len(counted)} compared cells: {group['protocol_note'].iloc[0]}")
+        lines.append("")
+    for (recipe, source), group in fit.groupby(["recipe", "source"], sort=True):
+        lines += [f"Root mean square of (ours - paper) over {source}'s ambiguous cells, recipe {recipe}:", ""]
+        lines += ["| reading | plain | push-pull | all | cells |", "|---|---|---|---|---|"]
+        overall = {}
+        for reading, rows in group.groupby("reading", sort=True):
+            pick = compared[(compared["recipe"] == recipe) & (compared["source"] == source) & (compared["reading"] == reading)]
+            pick = pick.merge(compared[(compared["source"] == source) & (compared["reading"] != "header")][["noise", "level"]].drop_duplicates(), on=["noise", "level"])
+            overall[reading] = math.sqrt(float((pick["difference"] ** 2).mean()))
+            by = rows.set_index("pushpull")["rmse"]
+            lines.append(f"| {reading} | {_number(by.get(False, math.nan), False)} | {_number(by.get(True, math.nan), False)} | {overall[reading]:.2f} | {int(rows['cells'].sum())} |")
+        best = min(overall, key=overall.get)
+        others = ", ".join(f"{r} {v:.2f}" for r, v in overall.items() if r != best)
+        lines += ["", f"The measurements fit the **{best}** reading better (RMSE {overall[best]:.2f} points against {others}).", ""]
+    header = compared[compared["reading"] == "header"]
+    worst = header.reindex(header["difference"].abs().sort_values(ascending=False, kind="stable").index).head(10)
+    lines += ["Largest differences from the paper (header reading):", "", "| recipe | table | model | noise | level | ours | paper | difference | note |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in worst.itertuples(index=False):
+        lines.append(
+            f"| {row.recipe} | {row.source} | {row.model} | {row.noise} | {row.level:g} | {row.accuracy:.2f} | "
+            f"{row.paper_accuracy:.2f} | {row.difference:+.2f} | {row.protocol_note} |"
+        )
+    return lines + [""]
+
+
+def write_report(aggregation: Aggregation, out: Path) -> list[Path]:
+    """Figures for every paper figure with a measured cell, and report.md. Returns the paths written."""
+    figures = _figures(aggregation, out)
+    lines = _recipe_lines(aggregation) + _trials_lines(aggregation) + _effect_lines(aggregation) + _comparison_lines(aggregation)
+    lines += ["## Figures", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in figures] or ["No figure: no measured cell of Figures 4-9."]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    return written + [report]
+    return figures + [report]

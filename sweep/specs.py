@@ -23,6 +23,7 @@ __all__ = [
     "TrialSpec",
     "apply_overrides",
     "default_recipe",
+    "describe_recipe",
     "parse_override",
 ]
 
@@ -98,6 +99,30 @@ class Recipe:
         if self.grad_clip is not None:
             object.__setattr__(self, "grad_clip", float(self.grad_clip))
 
+    @property
+    def id(self) -> str:
+        """Short stable id of every field (8 hex digits): equal recipes, equal ids, in any process."""
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+    def params(self) -> dict[str, Any]:
+        """The fields as MLflow params; :meth:`from_params` reads them back."""
+        params = dataclasses.asdict(self)
+        params["milestones"] = ",".join(str(m) for m in self.milestones)
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> Recipe:
+        """The recipe of an MLflow run from its params (the strings :meth:`params` logged); fields a run
+        does not carry take their defaults. Raises ValueError when a required field is missing or invalid."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            if field.name in params:
+                values[field.name] = _parse_field(field.name, params[field.name], field.type)
+            elif field.default is dataclasses.MISSING:
+                raise ValueError(f"the run has no param {field.name!r}")
+        return cls(**values)
+
 
 def _positive_int(recipe: Recipe, name: str) -> None:
     value = getattr(recipe, name)
@@ -117,6 +142,18 @@ _SMOKE_CAPS = {
     "lenet": dict(epochs=1, milestones=(), batch_size=64, max_train_batches=100, max_test_images=500),
     "wrn": dict(epochs=1, milestones=(), batch_size=8, max_train_batches=2, max_test_images=16, eval_batch_size=16),
 }
+
+
+def describe_recipe(arch: str, recipe: Recipe) -> tuple[str, str]:
+    """(profile, changes): the profile whose recipe for ``arch`` differs from ``recipe`` in the fewest
+    fields (the paper's on a tie), and those fields as ``KEY=VALUE, ...`` ("" when it is that profile's)."""
+    candidates = []
+    for profile in PROFILES:
+        base = default_recipe(arch, profile).params()
+        changes = [f"{k}={v}" for k, v in recipe.params().items() if base[k] != v]
+        candidates.append((len(changes), profile, ", ".join(changes)))
+    _, profile, changes = min(candidates, key=lambda c: (c[0], PROFILES.index(c[1])))
+    return profile, changes
 
 
 def default_recipe(arch: str, profile: str) -> Recipe:
@@ -170,9 +207,7 @@ class TrialSpec:
     def params(self) -> dict[str, Any]:
         """The flattened spec, as MLflow params: model and recipe fields side by side."""
         model = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "num_classes"}
-        recipe = dataclasses.asdict(self.recipe)
-        recipe["milestones"] = ",".join(str(m) for m in self.recipe.milestones)
-        return {"dataset": self.dataset, "model": self.model.name, "seed": self.seed, **model, **recipe}
+        return {"dataset": self.dataset, "model": self.model.name, "seed": self.seed, **model, **self.recipe.params()}
 
 
 def parse_override(text: str) -> tuple[str | None, str, Any]:
@@ -189,22 +224,23 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     fields = {f.name: f for f in dataclasses.fields(Recipe)}
     if key not in fields:
         raise ValueError(f"unknown --set key {key!r}: expected one of {', '.join(fields)}")
-    return arch or None, key, _parse_value(text, key, raw, fields[key].type)
-
-
-def _parse_value(text: str, key: str, raw: str, annotation: str) -> Any:
     try:
-        if key == "milestones":
-            return tuple(int(m) for m in raw.split(",") if m.strip())
-        if annotation == "bool":
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("true", "1", "yes")
-        if raw.lower() == "none" and "None" in annotation:
-            return None
-        return int(raw) if annotation.startswith("int") else float(raw)
+        return arch or None, key, _parse_field(key, raw, fields[key].type)
     except ValueError:
-        raise ValueError(f"invalid value in --set {text}: {key} takes {annotation.replace(' | None', ' or none')}") from None
+        raise ValueError(f"invalid value in --set {text}: {key} takes {fields[key].type.replace(' | None', ' or none')}") from None
+
+
+def _parse_field(key: str, raw: str, annotation: str) -> Any:
+    """One Recipe field from text (``--set`` values and MLflow params alike); ValueError if it does not parse."""
+    if key == "milestones":
+        return tuple(int(m) for m in raw.split(",") if m.strip())
+    if annotation == "bool":
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{key}: not a bool: {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
+    if raw.lower() == "none" and "None" in annotation:
+        return None
+    return int(raw) if annotation.startswith("int") else float(raw)
 
 
 def apply_overrides(spec: TrialSpec, overrides: list[tuple[str | None, str, Any]]) -> TrialSpec:

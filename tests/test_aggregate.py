@@ -2,17 +2,25 @@
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from perturb import noise_suite
-from sweep.aggregate import RESULT_SCHEMA, main
+from sweep.aggregate import main
 from sweep.catalog import build_sweep
 from sweep.metrics import noise_metric
 from sweep.paper import paper_results
 from sweep.specs import TrialSpec
+from sweep.tables import RECIPE_SCHEMA, RESULT_SCHEMA
 from sweep.tracking import Tracker
+
+# Rows per run in results.parquet: the clean accuracy once, and every noise setting that changes the
+# images (the suites' Gaussian and speckle variance 0 are the clean test set again).
+MNIST_ROWS = 1 + 24 - 2
+CIFAR_ROWS = 1 + 22 - 2
 
 
 def known_accuracy(spec: TrialSpec, noise: str, level: float) -> float:
@@ -23,14 +31,15 @@ def known_accuracy(spec: TrialSpec, noise: str, level: float) -> float:
     return base
 
 
-def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED") -> None:
+def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED", accuracy=known_accuracy) -> None:
     """What sweep.run logs for a trial that trained 3 epochs, through the same Tracker."""
     tracker.open_run(spec)
     for epoch in (1, 2, 3):
         result = {"epoch": epoch, "train_loss": 1 / epoch, "train_acc": 50.0, "test_acc": 0.0, "lr": 0.1, "epoch_seconds": 1.0, "images_per_second": 10.0}
         if epoch == 3:
-            result["test_acc"] = known_accuracy(spec, "clean", 0)
-            result.update({noise_metric(p.noise, p.level): known_accuracy(spec, p.noise, p.level) for p in noise_suite(spec.dataset)})
+            result["test_acc"] = accuracy(spec, "clean", 0)
+            # Identity settings score the clean accuracy, as the trainable reports them.
+            result.update({noise_metric(p.noise, p.level): accuracy(spec, "clean" if p.is_identity else p.noise, p.level) for p in noise_suite(spec.dataset)})
         tracker.log_result(spec, result)
     if status == "FINISHED":
         tracker.finish(spec, result)
@@ -74,12 +83,14 @@ def test_results_table_has_the_schema_and_one_row_per_run_noise_and_level(store,
     table = pq.read_table(tmp_path / "results.parquet")
     assert table.schema.remove_metadata() == RESULT_SCHEMA
     results = table.to_pandas()
-    assert len(results) == 16 * 25 + 2 * 23  # clean + 24 MNIST settings; clean + 22 CIFAR settings
+    assert len(results) == 16 * MNIST_ROWS + 2 * CIFAR_ROWS
     assert set(results["status"]) == {"FINISHED"}
     assert set(results["epochs_trained"]) == {3}
     for spec in (LENET[5], LENET[12], WRN[1]):
         rows = results[results["trial_key"] == spec.key]
-        assert len(rows) == (25 if spec.dataset == "mnist" else 23)
+        assert len(rows) == (MNIST_ROWS if spec.dataset == "mnist" else CIFAR_ROWS)
+        assert rows["noise"].value_counts()["clean"] == 1 and not ((rows["noise"] != "clean") & (rows["level"] == 0)).any()
+        assert set(rows["recipe"]) == {spec.recipe.id}
         for row in rows.itertuples():
             assert row.accuracy == known_accuracy(spec, row.noise, row.level)
         assert (rows["model"].iloc[0], rows["seed"].iloc[0], rows["pushpull"].iloc[0]) == (spec.model.name, spec.seed, spec.model.pushpull)
@@ -91,7 +102,9 @@ def test_results_table_has_the_schema_and_one_row_per_run_noise_and_level(store,
     assert list(zip(mnist["model"], mnist["seed"])) == sorted(zip(mnist["model"], mnist["seed"]))
 
     out = capsys.readouterr().out
-    assert "20 trials from 21 runs (1 duplicate runs of the same trial key passed over)" in out
+    assert "20 trials from 21 runs (1 duplicate runs of the same trial passed over)" in out
+    assert f"recipe {LENET[0].recipe.id}: lenet, paper profile (16 trials)" in out
+    assert f"duplicate {LENET[0].key}: kept run" in out
     assert f"FAILED    {FAILED.key} (left out)" in out
     assert f"DIVERGED  {DIVERGED.key} (left out)" in out
 
@@ -100,7 +113,7 @@ def test_a_duplicate_trial_key_counts_once_with_its_latest_finished_run(store, t
     aggregate(store, tmp_path)
     results = pd.read_parquet(tmp_path / "results.parquet")
     rows = results[results["trial_key"] == LENET[0].key]
-    assert rows["run_id"].nunique() == 1 and len(rows) == 25
+    assert rows["run_id"].nunique() == 1 and len(rows) == MNIST_ROWS
     assert rows.set_index(["noise", "level"]).loc[("clean", 0.0), "accuracy"] == known_accuracy(LENET[0], "clean", 0)
 
 
@@ -109,7 +122,7 @@ def test_paper_tables_average_over_seeds_in_the_papers_layout(store, tmp_path):
     gaussian = pd.read_parquet(tmp_path / "supp_table1.parquet")
     assert list(gaussian["model"]) == ["A", "PA", "B", "PB", "C", "PC", "D", "PD"]
     levels = ["clean 0", "gaussian 0.001", "gaussian 0.01", "gaussian 0.1", "gaussian 0.2", "gaussian 0.3", "gaussian 0.4", "gaussian 0.5"]
-    assert list(gaussian.columns) == ["model", *levels, *(f"{c} std" for c in levels), *(f"{c} seeds" for c in levels)]
+    assert list(gaussian.columns) == ["recipe", "model", *levels, *(f"{c} std" for c in levels), *(f"{c} seeds" for c in levels)]
     pa = gaussian.set_index("model").loc["PA"]
     # seeds 0 and 1 score x and x + 1: mean x + 0.5, sample std sqrt(0.5)
     assert pa["gaussian 0.2"] == pytest.approx(90 - 2 - 1 + 2 + 0.5)
@@ -117,13 +130,11 @@ def test_paper_tables_average_over_seeds_in_the_papers_layout(store, tmp_path):
     assert pa["gaussian 0.2 seeds"] == 2
 
     table2 = pd.read_parquet(tmp_path / "table2.parquet")
-    assert len(table2) == 22 and list(table2.columns[:6]) == ["noise", "level", "cifar10 plain", "cifar10 push-pull", "cifar100 plain", "cifar100 push-pull"]
+    assert set(gaussian["recipe"]) == {LENET[0].recipe.id}
+    assert len(table2) == 22 and list(table2.columns[:7]) == ["recipe", "noise", "level", "cifar10 plain", "cifar10 push-pull", "cifar100 plain", "cifar100 push-pull"]
     poisson2 = table2[(table2["noise"] == "poisson") & (table2["level"] == 2.0)].iloc[0]
     assert poisson2["cifar10 push-pull"] == known_accuracy(WRN[1], "poisson", 2.0)
     assert pd.isna(poisson2["cifar100 plain"]) and poisson2["cifar100 plain seeds"] == 0
-
-    sensitivity = pd.read_parquet(tmp_path / "table3.parquet")
-    assert len(sensitivity) == 10 and sensitivity.filter(like=" seeds").eq(0).all().all()
 
 
 def test_comparison_sets_every_measured_cell_beside_the_paper(store, tmp_path):
@@ -137,7 +148,8 @@ def test_comparison_sets_every_measured_cell_beside_the_paper(store, tmp_path):
     # every MNIST cell of supplementary Tables 1-3, and the WRN-28-10 CIFAR-10 cells of Table 2 and Tables 4-9
     mnist = paper[paper["source"].isin(["supplementary Table 1", "supplementary Table 2", "supplementary Table 3"])]
     wrn = paper[(paper["dataset"] == "cifar10") & paper["model"].isin(["WRN-28-10", "WRN-28-10-PP"])].drop_duplicates(["source", "model", "noise", "level"])
-    assert len(comparison) == len(mnist) + len(wrn)
+    mnist_poisson = mnist[(mnist["source"] == "supplementary Table 2") & (mnist["noise"] == "poisson")]
+    assert len(comparison) == len(mnist) + len(mnist_poisson) + len(wrn)  # supp. Table 2's Poisson cells: two readings
     both = comparison[(comparison["source"].str.contains("Table 2|Table 4")) & (comparison["model"] == "WRN-28-10") & (comparison["level"] == 1.5)]
     assert sorted(both["paper_accuracy"]) == [53.61, 65.17]  # the paper's own inconsistency stays visible
 
@@ -145,7 +157,7 @@ def test_comparison_sets_every_measured_cell_beside_the_paper(store, tmp_path):
 def test_failed_and_diverged_trials_are_listed_apart_with_their_reason(store, tmp_path):
     aggregate(store, tmp_path)
     excluded = pd.read_parquet(tmp_path / "excluded.parquet")
-    assert list(excluded.columns) == ["sweep", "trial_key", "run_id", "dataset", "model", "seed", "status", "health", "reason"]
+    assert list(excluded.columns) == ["sweep", "recipe", "trial_key", "run_id", "dataset", "model", "seed", "status", "health", "reason"]
     rows = excluded.set_index("trial_key")
     assert sorted(rows.index) == sorted([FAILED.key, DIVERGED.key])
     assert tuple(rows.loc[DIVERGED.key, ["status", "health", "reason"]]) == ("FAILED", "diverged", "loss is nan at epoch 3 step 7")
@@ -160,7 +172,7 @@ def test_incomplete_runs_are_kept_and_flagged_on_request_but_never_diverged_ones
     aggregate(store, tmp_path, "--include-incomplete")
     results = pd.read_parquet(tmp_path / "results.parquet")
     failed = results[results["trial_key"] == FAILED.key]
-    assert len(failed) == 23 and set(failed["status"]) == {"FAILED"}
+    assert len(failed) == CIFAR_ROWS and set(failed["status"]) == {"FAILED"}
     assert DIVERGED.key not in set(results["trial_key"])
     assert list(pd.read_parquet(tmp_path / "excluded.parquet")["trial_key"]) == [DIVERGED.key]
 
@@ -169,7 +181,9 @@ def test_output_is_byte_identical_for_the_same_runs(store, tmp_path):
     aggregate(store, tmp_path / "a")
     aggregate(store, tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert len(files) == 14
+    # results, recipes, the 10 tables of lenet and wrn_width (not table3: no sweep here trains WRN-16-10),
+    # pushpull_effect, comparison, reading_fit, excluded
+    assert len(files) == 16 and "table3.parquet" not in files
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -183,23 +197,32 @@ def test_csv_and_markdown_hold_the_same_tables(store, tmp_path, capsys):
     capsys.readouterr()
     aggregate(store, tmp_path / "md", "--to", "markdown")
     printed = capsys.readouterr().out
-    assert "| model | clean 0 | gaussian 0.001 |" in printed
-    assert (tmp_path / "md" / "comparison.md").read_text().startswith("| source | dataset | model |")
+    assert "| recipe | model | clean 0 | gaussian 0.001 |" in printed
+    assert (tmp_path / "md" / "comparison.md").read_text().startswith("| recipe | source | reading | dataset | model |")
 
 
-def test_report_has_figures_with_both_bars_and_a_headline(store, tmp_path):
+def test_report_has_figures_named_after_the_papers_and_the_effect_per_noise_family(store, tmp_path):
     aggregate(store, tmp_path, "--report")
     figures = sorted(p.name for p in tmp_path.glob("*.png"))
     # LeNet: supplementary Tables 1-3 (Figs. 4, 5, supp. 1); WRN-28-10 twins: Tables 4-9 (Figs. 6-9, supp. 2-3)
-    assert figures == [f"supp_table{i}.png" for i in range(1, 10)]
+    assert figures == sorted(
+        f"{stem}.png"
+        for stem in ("figure4_gaussian", "figure5_poisson", "supp_figure1_speckle", "figure6_poisson_width", "figure7_poisson_depth",
+                     "figure8_gaussian_width", "figure9_gaussian_depth", "supp_figure2_speckle_width", "supp_figure3_speckle_depth")
+    )
     for name in figures:
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and round(image.info["dpi"][0]) >= 150
     report = (tmp_path / "report.md").read_text()
-    # Push-pull wins every noisy cell and loses the clean one: LeNet 4 twins x (1 clean + 22 noisy),
-    # WRN-28-10 on CIFAR-10 1 x (1 + 20).
-    assert "beats its plain twin in 108 of 113 measured (model, noise, level) cells" in report
-    assert "![supp_table1](supp_table1.png)" in report
-    assert "18 trials aggregated. 2 left out (1 diverged: they did not train; 1 failed or unfinished), so 46 (model, noise, level) cells are missing" in report
+    assert report.startswith("These numbers come from the paper's recipe")
+    # LeNet, 2 seeds: push-pull is 2 points above its twin on every noisy cell of each seed (better: the
+    # interval [2, 2] excludes 0) and 1 below on clean images (worse). WRN-28-10, 1 seed: inconclusive.
+    assert "**gaussian**: push-pull better in 28, worse in 0, inconclusive in 0 of 28 cells" in report
+    assert "**clean**: push-pull better in 0, worse in 4, inconclusive in 0 of 4 cells" in report
+    assert "**poisson**: push-pull better in 0, worse in 0, inconclusive in 6 of 6 cells" in report
+    assert "![figure4_gaussian](figure4_gaussian.png)" in report
+    # 2 CIFAR trials left out, each 1 clean + 20 noisy cells
+    assert "18 trials aggregated. 2 left out (1 diverged: they did not train; 1 failed or unfinished), so 42 (model, noise, level) cells are missing" in report
 
 
 @pytest.mark.parametrize(
@@ -230,3 +253,140 @@ def test_unreachable_or_missing_stores_are_one_line_errors(tmp_path, capsys):
     assert main(["--storage", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
     assert f"no MLflow store at sqlite:///{tmp_path / 'none'}/mlflow.db" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "none").exists()
+
+
+# Push-pull minus plain on seeds 0, 1, 2, per noise: an interval that contains 0 (gaussian), one above 0
+# (speckle), one below (poisson), and no difference at all (clean).
+SEED_EFFECT = {"clean": (0.0, 0.0, 0.0), "gaussian": (1.0, 2.0, 4.0), "speckle": (2.0, 2.5, 3.0), "poisson": (-3.0, -2.5, -2.0)}
+T_975_2 = 4.302652729749462  # Student t, 97.5 % quantile, 2 degrees of freedom (any t table: 4.3027)
+RECIPE_15 = build_sweep("lenet", seeds=3, overrides=[(None, "epochs", 15), (None, "milestones", (5, 10))])
+RECIPE_SMOKE = build_sweep("lenet", seeds=3, profile="smoke")
+
+
+def designed_accuracy(spec: TrialSpec, noise: str, level: float) -> float:
+    """Plain models score by seed; push-pull adds SEED_EFFECT; the smoke recipe scores 30 points lower."""
+    base = 80.0 - 10 * level + 2 * spec.seed - (30 if spec.recipe.max_train_batches else 0)
+    return base + (SEED_EFFECT[noise][spec.seed] if spec.model.pushpull else 0.0)
+
+
+@pytest.fixture(scope="module")
+def two_recipes(tmp_path_factory) -> str:
+    """One lenet experiment holding 3 seeds of every LeNet under two recipes: 15 epochs, and smoke."""
+    root = tmp_path_factory.mktemp("two_recipes")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracker = Tracker(uri, "lenet", root / "artifacts")
+    for spec in RECIPE_15 + RECIPE_SMOKE:
+        log_trial(tracker, spec, accuracy=designed_accuracy)
+    return uri
+
+
+def test_runs_of_two_recipes_never_share_a_cell(two_recipes, tmp_path, capsys):
+    assert aggregate(two_recipes, tmp_path) == 0
+    fifteen, smoke = RECIPE_15[0].recipe.id, RECIPE_SMOKE[0].recipe.id
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    assert results.groupby("recipe")["trial_key"].nunique().to_dict() == {fifteen: 24, smoke: 24}
+    table = pd.read_parquet(tmp_path / "supp_table1.parquet")
+    assert list(table["recipe"]) == [min(fifteen, smoke)] * 8 + [max(fifteen, smoke)] * 8  # one block per recipe
+    for recipe, offset in ((fifteen, 0), (smoke, -30)):
+        pa_row = table[(table["recipe"] == recipe) & (table["model"] == "PA")].iloc[0]
+        # seeds 0, 1, 2: 80 - 2 + 2 * seed + (1, 2, 4)[seed] + offset
+        assert pa_row["gaussian 0.2"] == pytest.approx(sum(78 + 2 * s + (1, 2, 4)[s] + offset for s in range(3)) / 3)
+        assert pa_row["gaussian 0.2 seeds"] == 3
+    assert table.filter(like=" seeds").isin([3]).all().all()
+
+    recipes = pq.read_table(tmp_path / "recipes.parquet")
+    assert recipes.schema.remove_metadata() == RECIPE_SCHEMA
+    rows = recipes.to_pandas().set_index("recipe")
+    assert tuple(rows.loc[fifteen, ["arch", "profile", "changes", "epochs", "milestones", "trials"]]) == ("lenet", "paper", "epochs=15, milestones=5,10", 15, "5,10", 24)
+    assert tuple(rows.loc[smoke, ["profile", "changes", "max_train_batches", "trials"]]) == ("smoke", "", 100, 24)
+    out = capsys.readouterr().out
+    assert f"recipe {fifteen}: lenet, paper profile with epochs=15, milestones=5,10 (24 trials)" in out
+    assert "several recipes of one architecture: their cells are kept apart; --recipe ID shows one" in out
+
+
+def test_the_recipe_option_picks_one_recipe(two_recipes, tmp_path, capsys):
+    smoke = RECIPE_SMOKE[0].recipe.id
+    assert aggregate(two_recipes, tmp_path, "--recipe", smoke, "--report") == 0
+    assert set(pd.read_parquet(tmp_path / "results.parquet")["recipe"]) == {smoke}
+    assert set(pd.read_parquet(tmp_path / "supp_table2.parquet")["recipe"]) == {smoke}
+    assert (tmp_path / "report.md").read_text().splitlines()[0].startswith("**Smoke profile: these numbers are not the paper's recipe**")
+    capsys.readouterr()
+    assert aggregate(two_recipes, tmp_path / "none", "--recipe", "feedbeef") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"sweep.aggregate: error: unknown recipe 'feedbeef': the runs hold {', '.join(f'{r} (lenet)' for r in sorted([smoke, RECIPE_15[0].recipe.id]))}"
+    assert not (tmp_path / "none").exists()
+
+
+def test_the_push_pull_effect_is_paired_by_seed_with_a_student_t_interval(two_recipes, tmp_path):
+    aggregate(two_recipes, tmp_path)
+    effect = pd.read_parquet(tmp_path / "pushpull_effect.parquet")
+    assert len(effect) == 2 * 4 * MNIST_ROWS  # 2 recipes x 4 twin pairs x every (noise, level) once
+    mine = effect[(effect["recipe"] == RECIPE_15[0].recipe.id) & (effect["model"] == "PA")].set_index(["noise", "level"])
+    assert set(mine["plain"]) == {"A"} and set(mine["seeds"]) == {3}
+    for noise, level, verdict in (("gaussian", 0.2, "inconclusive"), ("speckle", 0.1, "better"), ("poisson", 0.5, "worse")):
+        differences = np.array(SEED_EFFECT[noise])
+        half = T_975_2 * differences.std(ddof=1) / np.sqrt(3)
+        row = mine.loc[(noise, level)]
+        assert row["difference"] == pytest.approx(differences.mean(), abs=1e-9)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(differences.mean() - half, abs=1e-9), pytest.approx(differences.mean() + half, abs=1e-9))
+        assert row["verdict"] == verdict
+    assert mine.loc[("gaussian", 0.2), "ci_low"] < 0 < mine.loc[("gaussian", 0.2), "ci_high"]
+    clean = mine.loc[("clean", 0.0)]
+    assert (clean["difference"], clean["ci_low"], clean["ci_high"], clean["verdict"]) == (0.0, 0.0, 0.0, "inconclusive")
+    paper = paper_results().set_index(["source", "model", "noise", "level"])["accuracy"]
+    expected = paper[("supplementary Table 1", "PA", "gaussian", 0.2)] - paper[("supplementary Table 1", "A", "gaussian", 0.2)]
+    assert mine.loc[("gaussian", 0.2), "paper_difference"] == pytest.approx(expected)
+
+
+def test_one_seed_is_always_inconclusive(store, tmp_path):
+    aggregate(store, tmp_path)
+    effect = pd.read_parquet(tmp_path / "pushpull_effect.parquet")
+    wrn = effect[effect["model"] == "WRN-28-10-PP"]
+    assert len(wrn) == CIFAR_ROWS and set(wrn["seeds"]) == {1} and set(wrn["verdict"]) == {"inconclusive"}
+    assert wrn["ci_low"].isna().all() and wrn["ci_high"].isna().all()
+    assert (wrn["difference"] == wrn["noise"].map({"clean": -1.0}).fillna(2.0)).all()
+
+
+def test_cifar_poisson_c1_cells_are_compared_with_the_clean_accuracy(store, tmp_path):
+    aggregate(store, tmp_path)
+    comparison = pd.read_parquet(tmp_path / "comparison.parquet")
+    c1 = comparison[(comparison["noise"] == "poisson") & (comparison["level"] == 1.0) & (comparison["dataset"] == "cifar10")]
+    # WRN-28-10 and its twin in Table 2 and supplementary Tables 4 and 5
+    assert sorted(c1["source"]) == sorted(["paper Table 2", "supplementary Table 4", "supplementary Table 5"] * 2)
+    assert set(c1["measured_noise"]) == {"clean"} and set(c1["measured_level"]) == {0.0}
+    assert all("the paper applied no noise at C = 1" in note for note in c1["protocol_note"])
+    plain = c1[(c1["source"] == "paper Table 2") & (c1["model"] == "WRN-28-10")].iloc[0]
+    assert (plain["accuracy"], plain["paper_accuracy"]) == (known_accuracy(WRN[0], "clean", 0), 96.1)
+    others = comparison[(comparison["noise"] == "gaussian") & (comparison["dataset"] == "cifar10")]
+    assert set(others["protocol_note"]) == {""} and (others["measured_level"] == others["level"]).all()
+
+
+def test_mnist_poisson_cells_are_compared_under_both_readings_of_the_header(store, tmp_path):
+    aggregate(store, tmp_path, "--report")
+    comparison = pd.read_parquet(tmp_path / "comparison.parquet")
+    poisson = comparison[(comparison["source"] == "supplementary Table 2") & (comparison["noise"] == "poisson")]
+    assert poisson.groupby("reading").size().to_dict() == {"header": 40, "text": 40}
+    text_levels = {0.5: 1.0, 1.0: 0.5, 1.5: 0.4, 2.0: 0.3, 2.5: 0.2}
+    for row in poisson.itertuples():
+        measured = row.level if row.reading == "header" else text_levels[row.level]
+        assert row.measured_level == measured
+        spec = next(s for s in LENET if s.model.name == row.model and s.seed == 0)
+        assert row.accuracy == pytest.approx(known_accuracy(spec, "poisson", measured) + 0.5)  # seeds 0, 1: mean + 0.5
+        assert f"C = {measured:g}" in row.protocol_note
+    fit = pd.read_parquet(tmp_path / "reading_fit.parquet")
+    rmse = {}
+    for (reading, pushpull), group in poisson.groupby(["reading", "pushpull"]):
+        rmse[reading, pushpull] = float(np.sqrt(((group["accuracy"] - group["paper_accuracy"]) ** 2).mean()))
+        row = fit[(fit["reading"] == reading) & (fit["pushpull"] == pushpull)].iloc[0]
+        assert (row["cells"], row["rmse"]) == (20, pytest.approx(rmse[reading, pushpull]))
+    overall = {r: float(np.sqrt(((poisson[poisson["reading"] == r]["difference"]) ** 2).mean())) for r in ("header", "text")}
+    best = min(overall, key=overall.get)
+    assert f"The measurements fit the **{best}** reading better (RMSE {overall[best]:.2f} points" in (tmp_path / "report.md").read_text()
+
+
+def test_only_the_tables_of_the_sweeps_asked_for_are_written(store, two_recipes, tmp_path):
+    lenet_files = {"results", "recipes", "supp_table1", "supp_table2", "supp_table3", "pushpull_effect", "comparison", "reading_fit", "excluded"}
+    assert aggregate(store, tmp_path / "asked", "--sweep", "lenet") == 0
+    assert {p.stem for p in (tmp_path / "asked").iterdir()} == lenet_files
+    assert aggregate(two_recipes, tmp_path / "held") == 0  # no --sweep: the sweeps the store holds
+    assert {p.stem for p in (tmp_path / "held").iterdir()} == lenet_files

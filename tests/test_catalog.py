@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -6,7 +7,7 @@ import torch
 
 from models import ModelSpec
 from sweep.catalog import build_sweep
-from sweep.specs import Recipe, TrialSpec, apply_overrides, default_recipe, parse_override
+from sweep.specs import Recipe, TrialSpec, apply_overrides, default_recipe, describe_recipe, parse_override
 from sweep.training import augment
 
 
@@ -99,3 +100,36 @@ def test_augment_crops_a_window_of_the_padded_image_and_may_flip_it():
         assert any(torch.equal(out[n], w) for w in windows)
     again = augment(images, torch.Generator().manual_seed(0), padding=2)
     assert torch.equal(out, again)
+
+
+def test_a_recipe_id_is_stable_across_processes_and_names_every_field():
+    code = "from sweep.specs import default_recipe; print(default_recipe('lenet', 'paper').id)"
+    other_process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    paper = default_recipe("lenet", "paper")
+    assert paper.id == other_process and len(paper.id) == 8
+    ids = {dataclasses.replace(paper, **{name: value}).id for name, value in (("epochs", 15), ("grad_clip", 1.0), ("normalize", False), ("milestones", (5, 10)))}
+    assert len(ids | {paper.id}) == 5
+
+
+def test_a_recipe_reads_back_from_the_mlflow_params_it_logged():
+    recipe = dataclasses.replace(default_recipe("lenet", "smoke"), grad_clip=1.0, milestones=(), warmup_epochs=0.5)
+    params = {name: str(value) for name, value in recipe.params().items()}  # MLflow stores params as text
+    assert params["milestones"] == "" and params["max_test_images"] == "500"
+    assert Recipe.from_params(params) == recipe
+    assert Recipe.from_params({k: v for k, v in params.items() if k != "eval_batch_size"}).eval_batch_size == 1000  # a field added later
+    with pytest.raises(ValueError, match="the run has no param 'epochs'"):
+        Recipe.from_params({k: v for k, v in params.items() if k != "epochs"})
+
+
+@pytest.mark.parametrize(
+    ("arch", "changes", "described"),
+    [
+        ("lenet", {}, ("paper", "")),
+        ("lenet", {"epochs": 15, "milestones": (5, 10)}, ("paper", "epochs=15, milestones=5,10")),
+        ("wrn", {"lr": 0.05}, ("paper", "lr=0.05")),
+    ],
+)
+def test_a_recipe_is_described_by_its_closest_profile_and_what_differs(arch, changes, described):
+    assert describe_recipe(arch, dataclasses.replace(default_recipe(arch, "paper"), **changes)) == described
+    smoke = dataclasses.replace(default_recipe(arch, "smoke"), epochs=2)
+    assert describe_recipe(arch, smoke) == ("smoke", "epochs=2")

@@ -146,7 +146,7 @@ def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tm
     # The aggregator reads what the sweep wrote.
     assert aggregate_main(["--storage", str(tmp_path), "--out", str(tmp_path / "tables")]) == 0
     results = pd.read_parquet(tmp_path / "tables" / "results.parquet")
-    assert len(results) == 8 * 25 and set(results["epochs_trained"]) == {epochs}
+    assert len(results) == 8 * (1 + 22) and set(results["epochs_trained"]) == {epochs}  # clean once, 22 noisy settings
     table = pd.read_parquet(tmp_path / "tables" / "supp_table1.parquet")
     assert list(table["model"]) == ["A", "PA", "B", "PB", "C", "PC", "D", "PD"]
     assert table.filter(like=" seeds").eq(1).all().all()
