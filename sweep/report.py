@@ -54,7 +54,8 @@ def _accuracy_panel(ax, rows: pd.DataFrame, cells: pd.DataFrame, levels: list, m
         for reading, (marker, ink, size) in _PAPER_MARKERS.items():
             paper = rows[(rows["model"] == model) & (rows["reading"] == reading)].set_index(["measured_noise", "measured_level"])["accuracy"]
             ticks = [paper.get(cell, math.nan) for cell in levels]
-            label = f"paper ({reading} reading)" if i == 0 and paper.size else None
+            several = rows["reading"].nunique() > 1
+            label = (f"paper ({reading} reading)" if several else "paper") if i == 0 and paper.size else None
             ax.scatter(x, ticks, marker=marker, s=size, color=ink, zorder=3, label=label)
             lowest = min([lowest, *(t for t in ticks if not math.isnan(t))])
         lowest = min([lowest, *(m - (0 if math.isnan(s) else s) for m, s in zip(mean, std) if not math.isnan(m))])
@@ -109,6 +110,7 @@ def _figure(table: PaperTable, recipe: str, aggregation: Aggregation, path: Path
     levels = _levels(rows)
     cells = aggregation.cells[(aggregation.cells["recipe"] == recipe)].merge(rows[MODEL].drop_duplicates(), on=MODEL)
     effect = aggregation.effect[(aggregation.effect["recipe"] == recipe) & aggregation.effect["model"].isin(models)]
+    effect = effect[[cell in set(levels) for cell in zip(effect["noise"], effect["level"])]]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9, 1.15 * len(levels)), 8), sharex=True, height_ratios=[3, 2])
     _accuracy_panel(top, rows, cells, levels, models)
     _effect_panel(bottom, effect, levels, models)
@@ -152,7 +154,7 @@ def _recipe_lines(aggregation: Aggregation) -> list[str]:
         return ["No trial finished: nothing below is a measurement.", ""]
     smoke = recipes[recipes["profile"] == "smoke"]
     if len(smoke):
-        first = "**Smoke profile: these numbers are not the paper's recipe** (one short epoch on a sliver of the data; they prove the pipeline, not the models)."
+        first = "**Smoke profile: these numbers are not the paper's recipe** (the smoke profile trains on a sliver of the data: its numbers prove the pipeline, not the models)."
     elif (recipes["changes"] != "").any():
         first = "These numbers come from the paper's recipe with changes (see Recipes): not the paper's exact recipe."
     else:
@@ -178,6 +180,24 @@ def _trials_lines(aggregation: Aggregation) -> list[str]:
     ]
 
 
+def _family_summary(noise: str, family: pd.DataFrame) -> str:
+    """One noise family's verdict counts, and how the paper's signs stand beside them."""
+    counts = family["verdict"].value_counts()
+    text = (
+        f"**{noise}** ({len(family)} cells): push-pull better in {counts.get('better', 0)}, worse in "
+        f"{counts.get('worse', 0)}, inconclusive in {counts.get('inconclusive', 0)}."
+    )
+    for reading, column in (("header", "paper_difference"), ("text", "paper_difference_text")):
+        paper = family.dropna(subset=[column])
+        if paper.empty:
+            continue
+        decided = paper[paper["verdict"] != "inconclusive"]
+        agree = int(((decided[column] > 0) == (decided["verdict"] == "better")).sum())
+        text += f" The paper ({reading} reading) has push-pull higher in {int((paper[column] > 0).sum())} of the {len(paper)} cells it prints"
+        text += f"; its sign agrees with {agree} of our {len(decided)} decided ones." if len(decided) else "; none of ours is decided there."
+    return text
+
+
 def _effect_lines(aggregation: Aggregation) -> list[str]:
     """The push-pull effect per recipe and noise family: verdict counts, then every cell."""
     effect = aggregation.effect
@@ -195,15 +215,7 @@ def _effect_lines(aggregation: Aggregation) -> list[str]:
         seeds = sorted(set(group["seeds"]))
         lines += [f"### Recipe {recipe}, {dataset} (seeds per cell: {', '.join(map(str, seeds))})", ""]
         for noise, family in sorted(group.groupby("noise"), key=lambda item: NOISE_ORDER[item[0]]):
-            counts = family["verdict"].value_counts()
-            decided = family[family["verdict"] != "inconclusive"]
-            paper = decided.dropna(subset=["paper_difference"])
-            agree = int(((paper["paper_difference"] > 0) == (paper["verdict"] == "better")).sum())
-            lines.append(
-                f"**{noise}**: push-pull better in {counts.get('better', 0)}, worse in {counts.get('worse', 0)}, "
-                f"inconclusive in {counts.get('inconclusive', 0)} of {len(family)} cells; of the {len(paper)} decided cells "
-                f"the paper prints (header reading), its sign agrees in {agree}."
-            )
+            lines.append(_family_summary(noise, family))
             lines += ["", "| pair | level | difference | 95 % CI | seeds | verdict | paper | paper, text reading |", "|---|---|---|---|---|---|---|---|"]
             for row in family.itertuples(index=False):
                 pair = f"{row.model} - {row.plain}" + (f" (h={row.h:g}, alpha={row.alpha:g})" if row.h != 2 or row.alpha != 1 else "")
@@ -229,21 +241,18 @@ def _comparison_lines(aggregation: Aggregation) -> list[str]:
         lines.append("")
         for (source, reading), group in notes.groupby(["source", "reading"], sort=False):
             counted = compared[(compared["source"] == source) & (compared["reading"] == reading) & (compared["protocol_note"] != "")]
-            lines.append(f"- {source}, {reading} reading, {len(counted)} compared cells: {group['protocol_note'].iloc[0]}")
+            lines.append(f"- {source}, {reading} reading, {len(counted)} compared cells, for example: {group['protocol_note'].iloc[0]}")
         lines.append("")
     for (recipe, source), group in fit.groupby(["recipe", "source"], sort=True):
-        lines += [f"Root mean square of (ours - paper) over {source}'s ambiguous cells, recipe {recipe}:", ""]
+        rmse = group.pivot(index="reading", columns="models", values="rmse")
+        cells = group.pivot(index="reading", columns="models", values="cells")
+        lines += [f"Root mean square of (ours - paper), in points, over {source}'s cells that have two readings, recipe {recipe}:", ""]
         lines += ["| reading | plain | push-pull | all | cells |", "|---|---|---|---|---|"]
-        overall = {}
-        for reading, rows in group.groupby("reading", sort=True):
-            pick = compared[(compared["recipe"] == recipe) & (compared["source"] == source) & (compared["reading"] == reading)]
-            pick = pick.merge(compared[(compared["source"] == source) & (compared["reading"] != "header")][["noise", "level"]].drop_duplicates(), on=["noise", "level"])
-            overall[reading] = math.sqrt(float((pick["difference"] ** 2).mean()))
-            by = rows.set_index("pushpull")["rmse"]
-            lines.append(f"| {reading} | {_number(by.get(False, math.nan), False)} | {_number(by.get(True, math.nan), False)} | {overall[reading]:.2f} | {int(rows['cells'].sum())} |")
-        best = min(overall, key=overall.get)
-        others = ", ".join(f"{r} {v:.2f}" for r, v in overall.items() if r != best)
-        lines += ["", f"The measurements fit the **{best}** reading better (RMSE {overall[best]:.2f} points against {others}).", ""]
+        for reading, row in rmse.iterrows():
+            lines.append(f"| {reading} | {row['plain']:.2f} | {row['push-pull']:.2f} | {row['all']:.2f} | {int(cells.loc[reading, 'all'])} |")
+        best = rmse["all"].idxmin()
+        others = ", ".join(f"{r} {v:.2f}" for r, v in rmse["all"].items() if r != best)
+        lines += ["", f"The measurements fit the **{best}** reading better (RMSE {rmse.loc[best, 'all']:.2f} points against {others}).", ""]
     header = compared[compared["reading"] == "header"]
     worst = header.reindex(header["difference"].abs().sort_values(ascending=False, kind="stable").index).head(10)
     lines += ["Largest differences from the paper (header reading):", "", "| recipe | table | model | noise | level | ours | paper | difference | note |", "|---|---|---|---|---|---|---|---|---|"]

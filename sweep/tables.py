@@ -181,9 +181,8 @@ def cell_statistics(results: pd.DataFrame) -> pd.DataFrame:
     """Per cell (:data:`CELL`): mean and sample standard deviation of the accuracy over seeds, and the
     number of distinct seeds. ``results`` holds at most one run per (recipe, model, seed) (select_runs)."""
     grouped = results.groupby(CELL, dropna=False, sort=True)
-    stats_ = grouped["accuracy"].agg(accuracy="mean", std="std").reset_index()
-    stats_["seeds"] = grouped["seed"].nunique().to_numpy().astype("int64")
-    return stats_
+    cells = grouped.agg(accuracy=("accuracy", "mean"), std=("accuracy", "std"), seeds=("seed", "nunique")).reset_index()
+    return cells.astype({"seeds": "int64"})
 
 
 def twin_name(model: str) -> str:
@@ -221,8 +220,8 @@ def pushpull_effect(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """
     key = ["recipe", "dataset", "plain", "noise", "level", "seed"]
     results = results.assign(plain=results["model"].map(twin_name))
-    plain = results[results["pushpull"] == False][key + ["accuracy"]]  # noqa: E712 - a column of bools
-    pushpull = results[results["pushpull"] == True][key + ["model", "h", "alpha", "accuracy"]]  # noqa: E712
+    plain = results[results["pushpull"].eq(False)][key + ["accuracy"]]
+    pushpull = results[results["pushpull"].eq(True)][key + ["model", "h", "alpha", "accuracy"]]
     pairs = pushpull.merge(plain, on=key, suffixes=("_pp", "_plain"))
     columns = [*EFFECT_KEY, "difference", "ci_low", "ci_high", "seeds", "verdict", "paper_difference", "paper_difference_text"]
     if pairs.empty:
@@ -318,15 +317,17 @@ def reading_fit(compared: pd.DataFrame) -> pd.DataFrame:
     """How well our measurements fit each reading of a table that has several (supplementary Table 2).
 
     compared: :func:`comparison`. Over the cells that more than one reading covers, the root mean square of
-    (ours - paper) per (recipe, source, reading, pushpull); columns recipe, source, reading, pushpull,
-    cells, rmse.
+    (ours - paper) in points per (recipe, source, reading) and ``models``: ``plain``, ``push-pull`` or
+    ``all``; columns recipe, source, reading, models, cells, rmse.
     """
-    columns = ["recipe", "source", "reading", "pushpull", "cells", "rmse"]
+    columns = ["recipe", "source", "reading", "models", "cells", "rmse"]
     alternative = compared[compared["reading"] != "header"][["source", "noise", "level"]].drop_duplicates()
     ambiguous = compared.merge(alternative, on=["source", "noise", "level"])
     if ambiguous.empty:
         return pd.DataFrame(columns=columns)
-    grouped = ambiguous.groupby(["recipe", "source", "reading", "pushpull"], sort=True)["difference"]
+    by_kind = ambiguous.assign(models=ambiguous["pushpull"].map({False: "plain", True: "push-pull"}))
+    both = pd.concat([by_kind, ambiguous.assign(models="all")], ignore_index=True)
+    grouped = both.groupby(["recipe", "source", "reading", "models"], sort=True)["difference"]
     fit = grouped.agg(cells="count", rmse=lambda d: math.sqrt(float((d**2).mean()))).reset_index()
     return fit[columns]
 
