@@ -12,18 +12,24 @@ import os
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sweep.catalog import SWEEPS, build_sweep
 from sweep.data import DataUnavailable, load_dataset
 from sweep.specs import PROFILES, TrialSpec, parse_override
+from sweep.mirror import TrackingCallback, TrackingWriter, replay_trials, writer_for
 from sweep.storage import StorageError, SweepStorage, resolve_storage
-from sweep.tracking import Tracker, TrackingCallback, TrackingUnavailable
+from sweep.tracking import Tracker, TrackingUnavailable
 
 __all__ = ["main"]
 
 DEFAULT_DATA_ROOT = Path.home() / ".cache" / "pushpull-sweep" / "data"
+# MLflow's HTTP client retries a request for minutes by default; the mirror's writer retries on its own
+# (sweep.mirror), so a request may fail fast and report the outage. A user's own settings win.
+MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+EXIT_WRITES_WAIT = 3  # every trial ended, but MLflow has not received everything yet: run --sync later
 
 
 class UsageError(Exception):
@@ -51,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu-wait", type=float, default=600, metavar="SECONDS", help="with --gpus require, how long to wait for an autoscaler to add GPU workers (default 600)")
     parser.add_argument("--max-failures", type=int, default=2, help="restarts of a trial whose worker dies (from its last checkpoint)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, errored ones retried")
+    parser.add_argument("--sync", action="store_true", help="train nothing: deliver to MLflow what the sweep's trials reported and MLflow has not received (after an outage)")
+    parser.add_argument("--tracking-wait", type=float, default=60, metavar="SECONDS", help="at the end, how long to wait for MLflow to take the writes still waiting (default 60)")
     parser.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
     return parser
 
@@ -85,20 +93,25 @@ def _plan(args: argparse.Namespace) -> list[TrialSpec]:
         raise UsageError(str(error)) from None
 
 
-def _check_sweep_record(storage: SweepStorage, record: dict[str, Any], resume: bool) -> None:
-    """A sweep folder is continued only with --resume, and only as it was started."""
+def _check_sweep_record(storage: SweepStorage, record: dict[str, Any], continued: bool) -> dict[str, Any]:
+    """A sweep folder is continued (``--resume``, ``--sync``) only as it was started, and started only once.
+
+    Returns the record of the sweep: the one it was started with when ``continued``, else ``record``
+    with a new launch id (the id that its MLflow runs carry as the tag ``launch``).
+    """
     text = storage.read_text(f"{record['sweep']}.sweep.json")
-    if not resume:
+    if not continued:
         if text is not None:
             raise UsageError(f"sweep {record['sweep']!r} already exists in {storage.location}: continue it with --resume, or pass another --storage")
-        return
+        return {**record, "launch": uuid.uuid4().hex[:12]}
     if text is None:
-        raise UsageError(f"nothing to resume: no sweep {record['sweep']!r} in {storage.location}")
+        raise UsageError(f"nothing to continue: no sweep {record['sweep']!r} in {storage.location}")
     started = json.loads(text)
     if started["trial_keys"] != record["trial_keys"]:
-        raise UsageError("--resume continues the sweep as it was started: use the same --profile, --seeds and --set")
+        raise UsageError("--resume and --sync continue the sweep as it was started: use the same --profile, --seeds and --set")
     if started["tracking_uri"] != record["tracking_uri"]:
-        raise UsageError(f"--resume continues the sweep with the tracking store it started with: {started['tracking_uri']}")
+        raise UsageError(f"--resume and --sync continue the sweep with the tracking store it started with: {started['tracking_uri']}")
+    return {**record, "launch": started.get("launch", "")}  # sweeps started before launch ids: ""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -108,20 +121,30 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if args.resume and args.sync:
+        raise UsageError("--resume already delivers what MLflow lacks: use --resume or --sync, not both")
 
     try:
         storage = resolve_storage(args.storage)
         tracking_uri = storage.tracking_uri(args.tracking_uri)
         record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs]}
-        _check_sweep_record(storage, record, args.resume)
+        record = _check_sweep_record(storage, record, args.resume or args.sync)
     except StorageError as error:
         raise UsageError(str(error)) from None
 
+    for name, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     artifact_root = storage.local / "mlartifacts" if storage.local is not None else None
     try:
-        tracker = Tracker(tracking_uri, args.sweep, artifact_root)
+        Tracker(tracking_uri, args.sweep, artifact_root, record["launch"])  # the store answers, the experiment exists
     except TrackingUnavailable as error:
         raise UsageError(str(error)) from None
+    writer = writer_for(tracking_uri, args.sweep, artifact_root, record["launch"])
+    if args.sync:
+        replayed = replay_trials(storage, args.sweep, specs, writer)
+        print(f"sweep {args.sweep}: delivering what {replayed} trials reported to {tracking_uri}", flush=True)
+        return _deliver(writer, args, 0)
+
     data_root = args.data_root or os.environ.get("SWEEP_DATA_ROOT") or DEFAULT_DATA_ROOT
     try:
         data = {name: load_dataset(name, data_root) for name in dict.fromkeys(s.dataset for s in specs)}
@@ -144,9 +167,11 @@ def _run(args: argparse.Namespace) -> int:
         gpus = True
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), _trial_resources)
-    if args.resume:
+    if args.resume and tune.Tuner.can_restore(storage.path(args.sweep)):
         tuner = tune.Tuner.restore(storage.path(args.sweep), trainable=trainable, resume_errored=True)
     else:
+        # A new sweep, or one whose driver stopped after recording it and before Tune saved any state:
+        # nothing of it ran, so it starts from the beginning (under the launch id it was recorded with).
         storage.write_text(f"{args.sweep}.sweep.json", json.dumps(record, indent=1))
         tuner = tune.Tuner(
             trainable,
@@ -165,12 +190,28 @@ def _run(args: argparse.Namespace) -> int:
                 storage_path=storage.location,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[TrackingCallback(tracking_uri, args.sweep, artifact_root)],
+                callbacks=[TrackingCallback(tracking_uri, args.sweep, artifact_root, record["launch"])],
             ),
         )
     print(f"sweep {args.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {tracking_uri}", flush=True)
     results = tuner.fit()
-    return _summarize(results, tracker)
+    code = _summarize(results, writer)
+    replay_trials(storage, args.sweep, specs, writer)  # what Tune kept and the callback never saw (a driver that died)
+    return _deliver(writer, args, code)
+
+
+def _deliver(writer: TrackingWriter, args: argparse.Namespace, code: int) -> int:
+    """Wait for MLflow to take the writes still waiting; one line and EXIT_WRITES_WAIT when it does not."""
+    waiting = writer.drain(args.tracking_wait)
+    if not waiting:
+        return code
+    print(
+        f"sweep.run: {waiting} MLflow writes wait for {writer.tracking_uri} after {args.tracking_wait:g} s; every trial's results are "
+        "kept in the sweep's storage: deliver them by running this command again with --sync (in place of --resume) once MLflow is back",
+        file=sys.stderr,
+        flush=True,
+    )
+    return code or EXIT_WRITES_WAIT
 
 
 def _join_ray(address: str | None) -> None:
@@ -209,8 +250,9 @@ def _wait_for_gpus(seconds: float) -> None:
     )
 
 
-def _summarize(results: Any, tracker: Tracker) -> int:
-    """Make sure every trial's run ended as it should, and print one line per failed or diverged trial."""
+def _summarize(results: Any, writer: TrackingWriter) -> int:
+    """Print one line per failed or diverged trial and the count of finished ones; make sure the run of an
+    errored trial ends FAILED. Returns 1 when a trial failed or diverged, else 0."""
     problems = []
     for result in results:
         spec = TrialSpec.from_dict(result.config["spec"])
@@ -219,16 +261,9 @@ def _summarize(results: Any, tracker: Tracker) -> int:
             text = str(result.error).strip()
             reason = text.splitlines()[-1] if text else type(result.error).__name__
             problems.append(f"FAILED {about}: {reason}")
-            if tracker.status(spec.key) != "FAILED":
-                tracker.fail(spec, reason)
-            continue
-        diverged = result.metrics.get("health") == "diverged"
-        if diverged:
+            writer.submit("fail", spec, reason)
+        elif result.metrics.get("health") == "diverged":
             problems.append(f"DIVERGED {about}: {result.metrics['health_reason']}")
-        if tracker.status(spec.key) != ("FAILED" if diverged else "FINISHED"):
-            # Ended while no driver was listening (e.g. the driver died): log what Tune kept.
-            tracker.log_result(spec, result.metrics)
-            tracker.finish(spec, result.metrics)
     for line in problems:
         print(line, file=sys.stderr)
     print(f"{len(results) - len(problems)} of {len(results)} trials finished", flush=True)

@@ -1,9 +1,14 @@
-"""MLflow tracking from the driver: exactly one run per trial key, whatever is retried or resumed.
+"""MLflow tracking from the driver: one run per trial and launch, every epoch logged once.
 
-Only the driver writes to MLflow, through a Tune callback, so trials need no tracking access and no two
-processes race on the store (a fresh SQLite store written by parallel trial workers loses runs to its
-schema creation). The run of a trial is found by its ``trial_key`` tag, so a retried trial, a resumed
-sweep or a rerun continue the same run instead of opening another.
+Only the driver writes to MLflow (through sweep.mirror's background writer), so trials need no tracking
+access and no two processes race on the store (a fresh SQLite store written by parallel trial workers
+loses runs to its schema creation). Every operation of :class:`Tracker` is idempotent, so that the
+writer may retry it after an outage and a resumed sweep may replay what Tune kept:
+
+- the run of a trial is found by its ``trial_key`` and ``launch`` tags (a launch is one started sweep,
+  whatever is retried or resumed in it); a later launch of the same trial key opens a new run that names
+  the one it supersedes (tag ``supersedes``), and a FINISHED run is never reopened or changed;
+- a result is logged at step = epoch only if the run holds no point at that step yet.
 """
 
 from __future__ import annotations
@@ -19,12 +24,11 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
-from ray import tune
 
 from sweep.metrics import EPOCH_METRICS, parse_noise_metric
 from sweep.specs import TrialSpec
 
-__all__ = ["RESULTS_ARTIFACT", "TrackingUnavailable", "Tracker", "TrackingCallback", "open_client"]
+__all__ = ["RESULTS_ARTIFACT", "TrackingUnavailable", "Tracker", "open_client"]
 
 RESULTS_ARTIFACT = "results.json"
 
@@ -64,22 +68,25 @@ def open_client(tracking_uri: str) -> MlflowClient:
 
 
 class Tracker:
-    """The MLflow experiment of one sweep, and the run of each of its trials.
+    """The MLflow experiment of one sweep, and the run of each of its trials in one launch.
 
     Args:
         tracking_uri: ``sqlite:///...`` (embedded) or ``http(s)://`` (a tracking server).
         sweep: the experiment name.
         artifact_root: where a new experiment in an embedded store keeps its artifacts (a server decides
             for itself).
+        launch: the id of the started sweep (``<sweep>.sweep.json``); runs of other launches are kept.
     """
 
-    def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None) -> None:
+    def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None, launch: str = "") -> None:
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.client = open_client(tracking_uri)
         self.sweep = sweep
+        self.launch = launch
         self.tags = _project_tags()
         self._run_ids: dict[str, str] = {}
+        self._logged_steps: dict[str, set[int]] = {}
         try:
             self.experiment_id = self._experiment(artifact_root)
         except MlflowException as error:
@@ -99,25 +106,34 @@ class Tracker:
                 raise
             return experiment.experiment_id
 
-    def find_run(self, key: str) -> str | None:
-        """The id of the run of trial ``key`` (the latest, if an older engine left several), or None."""
-        if key in self._run_ids:
-            return self._run_ids[key]
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.trial_key = '{key}'", order_by=["attributes.start_time DESC"], max_results=1
+    def _runs_of(self, key: str) -> list:
+        """Every run of trial ``key`` in the experiment, the latest first."""
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.trial_key = '{key}'", order_by=["attributes.start_time DESC"], max_results=100
         )
-        if runs:
-            self._run_ids[key] = runs[0].info.run_id
-            return self._run_ids[key]
-        return None
+
+    def find_run(self, key: str) -> str | None:
+        """The id of this launch's run of trial ``key`` (the latest, if an older engine left several), or None."""
+        if key not in self._run_ids:
+            mine = [r for r in self._runs_of(key) if r.data.tags.get("launch", "") == self.launch]
+            if not mine:
+                return None
+            self._run_ids[key] = mine[0].info.run_id
+        return self._run_ids[key]
 
     def open_run(self, spec: TrialSpec) -> str:
-        """The run of ``spec``, created with its params and tags, or reopened (status RUNNING)."""
+        """This launch's run of ``spec``: created with its params and tags (and ``supersedes``, the latest
+        run of the same trial key from another launch), or found again; reopened as RUNNING unless it
+        FINISHED. Returns its id."""
         run_id = self.find_run(spec.key)
         if run_id is not None:
-            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            if self.client.get_run(run_id).info.status != "FINISHED":
+                self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return run_id
-        tags = {"sweep": self.sweep, "trial_key": spec.key, "model": spec.model.name, **self.tags}
+        tags = {"sweep": self.sweep, "trial_key": spec.key, "model": spec.model.name, "launch": self.launch, **self.tags}
+        earlier = self._runs_of(spec.key)
+        if earlier:
+            tags["supersedes"] = earlier[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=spec.key, tags=tags)
         params = [Param(name, str(value)) for name, value in spec.params().items()]
         self.client.log_batch(run.info.run_id, params=params)
@@ -125,12 +141,22 @@ class Tracker:
         return run.info.run_id
 
     def _run_id(self, spec: TrialSpec) -> str:
+        """The run of ``spec`` in this launch, opened (created) when it has none yet."""
         return self.find_run(spec.key) or self.open_run(spec)
 
+    def _steps(self, run_id: str) -> set[int]:
+        """The steps (epochs) the run already holds a point at."""
+        if run_id not in self._logged_steps:
+            self._logged_steps[run_id] = {m.step for m in self.client.get_metric_history(run_id, "epoch")}
+        return self._logged_steps[run_id]
+
     def log_result(self, spec: TrialSpec, result: dict[str, Any]) -> None:
-        """Log one Tune result (one epoch, the last one carrying the noise scores) at step = epoch."""
+        """Log one Tune result (one epoch, the last one carrying the noise scores) at step = epoch, unless
+        the run already holds that step (a replayed or re-reported epoch)."""
         run_id = self._run_id(spec)
         step, now = int(result["epoch"]), int(time.time() * 1000)
+        if step in self._steps(run_id):
+            return
         metrics = [
             Metric(name, float(value), now, step)
             for name, value in result.items()
@@ -138,11 +164,16 @@ class Tracker:
         ]
         tags = [RunTag("ray_node_id", str(result["node_id"]))] if "node_id" in result else []
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self._steps(run_id).add(step)
 
     def finish(self, spec: TrialSpec, final: dict[str, Any]) -> None:
         """End the run of a trial that returned: FINISHED with the exact (noise, level, accuracy) rows as
-        an artifact, or, for a diverged trial, FAILED with tags ``health=diverged`` and ``health_reason``."""
+        an artifact, or, for a diverged trial, FAILED with tags ``health=diverged`` and ``health_reason``.
+        A run that already FINISHED is left as it is."""
         run_id = self._run_id(spec)
+        run = self.client.get_run(run_id)
+        if run.info.status == "FINISHED":
+            return
         if final.get("health") == "diverged":
             self.client.log_batch(run_id, tags=[RunTag("health", "diverged"), RunTag("health_reason", str(final["health_reason"]))])
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
@@ -153,12 +184,17 @@ class Tracker:
             if parsed is not None:
                 rows.append({"noise": parsed[0], "level": parsed[1], "accuracy": float(value)})
         self.client.log_dict(run_id, {"trial_key": spec.key, "clean_accuracy": final["test_acc"], "rows": rows}, RESULTS_ARTIFACT)
+        for stale in ("health_reason", "error"):  # from an earlier attempt of this launch
+            if stale in run.data.tags:
+                self.client.delete_tag(run_id, stale)
         self.client.set_tag(run_id, "health", "healthy")
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def fail(self, spec: TrialSpec, reason: str) -> None:
-        """End the run FAILED, with the reason as a tag."""
+        """End the run FAILED, with the reason as a tag; a run that already FINISHED is left as it is."""
         run_id = self._run_id(spec)
+        if self.client.get_run(run_id).info.status == "FINISHED":
+            return
         self.client.set_tag(run_id, "error", reason[:5000])
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
@@ -168,57 +204,6 @@ class Tracker:
         self.client.set_tag(run_id, "restarts", str(restarts))
 
     def status(self, key: str) -> str | None:
-        """MLflow status of the run of ``key`` (``FINISHED``, ``RUNNING``, ``FAILED``...), None if it has none."""
+        """MLflow status of this launch's run of ``key`` (``FINISHED``, ``RUNNING``...), None if it has none."""
         run_id = self.find_run(key)
         return None if run_id is None else self.client.get_run(run_id).info.status
-
-
-class TrackingCallback(tune.Callback):
-    """Mirrors Tune's trial events into MLflow, on the driver.
-
-    Tune pickles its callbacks with the experiment (``Tuner.restore`` brings them back), so this one
-    keeps only where to log and opens its :class:`Tracker` on first use.
-    """
-
-    def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None) -> None:
-        self.config = (tracking_uri, sweep, artifact_root)
-        self._tracker: Tracker | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "_tracker": None}
-
-    @property
-    def tracker(self) -> Tracker:
-        if self._tracker is None:
-            self._tracker = Tracker(*self.config)
-        return self._tracker
-
-    @staticmethod
-    def _spec(trial: Any) -> TrialSpec:
-        return TrialSpec.from_dict(trial.config["spec"])
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.open_run(self._spec(trial))
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.tracker.log_result(self._spec(trial), result)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        # The worker died; Tune restarts the trial from its last checkpoint, into the same run.
-        self.tracker.note_restart(self._spec(trial), trial.num_failures)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.finish(self._spec(trial), trial.last_result)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.fail(self._spec(trial), _error_summary(trial))
-
-
-def _error_summary(trial: Any) -> str:
-    """The last line of the trial's error (the exception), or a generic reason."""
-    error_file = getattr(trial, "error_file", None)
-    if error_file and Path(error_file).is_file():
-        lines = [line for line in Path(error_file).read_text(errors="replace").splitlines() if line.strip()]
-        if lines:
-            return lines[-1].strip()
-    return "trial errored"

@@ -34,7 +34,7 @@ from sweep.training import (
     train_epoch,
 )
 
-__all__ = ["CHECKPOINT_FILE", "train_trial"]
+__all__ = ["CHECKPOINT_FILE", "restore_trial_state", "save_trial_state", "train_trial"]
 
 CHECKPOINT_FILE = "trial.pt"
 
@@ -55,11 +55,56 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 
 def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    """Restore the RNG states of ``_rng_state``. They must be CPU ByteTensors, whatever the trial's device:
+    ``torch.set_rng_state`` and ``Generator.set_state`` refuse any other tensor."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     generator.set_state(state["data"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU of the saving process; a node that shows this process fewer GPUs restores those.
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+def save_trial_state(
+    directory: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    monitor: HealthMonitor,
+    generator: torch.Generator,
+    epoch: int,
+    final_metrics: dict[str, Any] | None,
+) -> None:
+    """Write the state of a trial after ``epoch`` (1-based) epochs to ``directory/CHECKPOINT_FILE``, atomically:
+    weights, optimizer state, health state, every RNG state (torch CPU, Python, the data generator, CUDA) and
+    the final metrics (None until the last epoch). Needs no Ray: see :func:`restore_trial_state`."""
+    _save_checkpoint(
+        str(directory),
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "health": dataclasses.asdict(monitor),
+            "rng": _rng_state(generator),
+            "epoch": epoch,
+            "final_metrics": final_metrics,
+        },
+    )
+
+
+def restore_trial_state(
+    directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[HealthMonitor, int, dict[str, Any] | None]:
+    """Restore what :func:`save_trial_state` wrote to ``directory``: (health monitor, epochs done, final metrics).
+
+    The weights go into ``model`` and the optimizer state into ``optimizer`` (onto the device of each
+    parameter), every RNG state back into torch, Python, ``generator`` (a CPU generator) and CUDA. The file
+    is loaded on the CPU whatever the device of ``model``: loading it onto a GPU would turn the RNG states
+    into CUDA tensors, which ``torch.set_rng_state`` and ``Generator.set_state`` refuse (TypeError).
+    """
+    state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])  # copies into the parameters, on their device
+    optimizer.load_state_dict(state["optimizer"])  # casts each state tensor to its parameter's device
+    _restore_rng(state["rng"], generator)
+    return HealthMonitor(**state["health"]), state["epoch"], state["final_metrics"]
 
 
 def _report_diverged(reason: str, healthy_epochs: int, node_id: str) -> None:
@@ -96,12 +141,7 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        monitor = HealthMonitor(**state["health"])
-        _restore_rng(state["rng"], generator)
-        start_epoch, final_metrics = state["epoch"], state["final_metrics"]
+            monitor, start_epoch, final_metrics = restore_trial_state(directory, model, optimizer, generator)
 
     if final_metrics is not None:
         tune.report(final_metrics)  # finished before the restart: report the scores again, nothing to train
@@ -116,7 +156,7 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
             _report_diverged(f"loss is {error.value} at epoch {epoch + 1} step {error.step + 1}", epoch, node_id)
             return
         test_acc = evaluate(model, test_images, test_labels, normalize, recipe.eval_batch_size)
-        reason = monitor.check_epoch(epoch + 1, stats.loss, test_acc, steps)
+        reason = monitor.check_epoch(epoch + 1, stats.step_losses, test_acc)
         if reason is not None:
             _report_diverged(reason, epoch, node_id)
             return
@@ -136,15 +176,5 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
             metrics.update({noise_metric(s.noise, s.level): accuracy for s, accuracy in scores})
             final_metrics = metrics
         with tempfile.TemporaryDirectory() as directory:
-            _save_checkpoint(
-                directory,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "health": dataclasses.asdict(monitor),
-                    "rng": _rng_state(generator),
-                    "epoch": epoch + 1,
-                    "final_metrics": final_metrics,
-                },
-            )
+            save_trial_state(directory, model, optimizer, monitor, generator, epoch + 1, final_metrics)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

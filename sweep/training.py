@@ -45,12 +45,15 @@ class Normalizer:
 
 @dataclass(frozen=True)
 class EpochStats:
-    """One epoch of training: mean loss, accuracy in percent, images seen, wall-clock seconds."""
+    """One epoch of training: mean loss, accuracy in percent, images seen, wall-clock seconds, and the
+    loss of every step in order (``step_losses``, one float per optimizer step: what the health monitor
+    judges; see ``sweep.health``)."""
 
     loss: float
     accuracy: float
     images: int
     seconds: float
+    step_losses: tuple[float, ...]
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
@@ -135,6 +138,7 @@ def train_epoch(
     order = torch.randperm(len(images), generator=generator).to(images.device)
     batches = order.split(recipe.batch_size)[: steps_per_epoch(recipe, len(images))]
     loss_sum = torch.zeros((), device=images.device)
+    step_losses = torch.zeros(len(batches), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
     first_bad_step = torch.full((), -1, device=images.device, dtype=torch.int64)
     seen = 0
@@ -154,6 +158,7 @@ def train_epoch(
         optimizer.step()
         # Accumulated on the device: host syncs only every NAN_CHECK_EVERY steps and once per epoch.
         loss_sum += loss.detach() * len(index)
+        step_losses[step] = loss.detach()
         correct += (logits.argmax(1) == target).sum()
         seen += len(index)
         bad = ~torch.isfinite(loss.detach())
@@ -166,6 +171,7 @@ def train_epoch(
         accuracy=100.0 * correct.item() / seen,
         images=seen,
         seconds=time.perf_counter() - start,
+        step_losses=tuple(step_losses.tolist()),  # one device->host copy per epoch
     )
 
 

@@ -1,17 +1,13 @@
 """The cluster path: cluster configs valid for Ray's launcher, and a real two-node Ray cluster on this machine
 with an MLflow tracking server, a sweep submitted with `ray job submit`, and a worker that leaves mid-sweep."""
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,9 +20,9 @@ import yaml
 
 from sweep.aggregate import main as aggregate_main
 from tests.datasets import write_mnist
+from tests.processes import BIN, free_ports, stop, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 @pytest.mark.parametrize("config", ["cluster.yaml", "cluster-local.yaml"])
@@ -55,43 +51,10 @@ def test_aws_cluster_has_a_cpu_head_and_single_gpu_workers():
     assert worker["min_workers"] == 0 and worker["max_workers"] <= cluster["max_workers"]
 
 
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-
-
-def _wait_for(check, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            value = check()
-            if value:
-                return value
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} not ready after {seconds} s")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process group a test started (ray start --block stops its node), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 @pytest.fixture
 def two_nodes(tmp_path):
     """A Ray head and a worker node (own temp dir, custom resource) and an MLflow server, all local."""
-    gcs, dashboard, client, mlflow_port, *agent = _free_ports(10)
+    gcs, dashboard, client, mlflow_port, *agent = free_ports(10)
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     cwd = tmp_path / "head"
     cwd.mkdir()
@@ -109,7 +72,7 @@ def two_nodes(tmp_path):
         start([str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
                f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent[0]}", f"--dashboard-agent-grpc-port={agent[1]}",
                f"--metrics-export-port={agent[2]}", f"--temp-dir={short / 'head'}", *common], "head.log")
-        _wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2).status == 200, 90, "Ray head")
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2).status == 200, 90, "Ray head")
         worker = start([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", '--resources={"second_node": 1}',
                         f"--dashboard-agent-listen-port={agent[3]}", f"--dashboard-agent-grpc-port={agent[4]}",
                         f"--metrics-export-port={agent[5]}", f"--temp-dir={short / 'worker'}", *common], "worker.log")
@@ -119,13 +82,13 @@ def two_nodes(tmp_path):
                                      env=env, capture_output=True, text=True, timeout=60, check=True)
             return [n for n in json.loads(listing.stdout) if n["state"] == "ALIVE"]
 
-        alive = _wait_for(lambda: len(nodes()) == 2 and nodes(), 90, "two Ray nodes")
+        alive = wait_for(lambda: len(nodes()) == 2 and nodes(), 90, "two Ray nodes")
         (tmp_path / "server").mkdir()
         start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
                "--backend-store-uri", f"sqlite:///{tmp_path / 'server' / 'server.db'}",
                "--artifacts-destination", str(tmp_path / "server" / "artifacts")], "mlflow.log")
         tracking = f"http://127.0.0.1:{mlflow_port}"
-        _wait_for(lambda: urllib.request.urlopen(f"{tracking}/health", timeout=2).status == 200, 120, "MLflow server")
+        wait_for(lambda: urllib.request.urlopen(f"{tracking}/health", timeout=2).status == 200, 120, "MLflow server")
         yield {
             "dashboard": f"http://127.0.0.1:{dashboard}",
             "tracking": tracking,
@@ -136,7 +99,7 @@ def two_nodes(tmp_path):
         }
     finally:
         for process in reversed(started):
-            _stop(process)
+            stop(process)
         shutil.rmtree(short, ignore_errors=True)
 
 
@@ -165,12 +128,12 @@ def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_
 
         # Once the worker node has finished a trial and is early in another (an epoch takes about half a
         # second, so about 10 s of training are left), take it away.
-        _wait_for(lambda: on_worker("FINISHED"), 240, "a trial finished on the worker node")
-        cut = _wait_for(lambda: on_worker("RUNNING", max_epoch=4), 120, "a trial early in training on the worker node")
-        _stop(two_nodes["worker"])
+        wait_for(lambda: on_worker("FINISHED"), 240, "a trial finished on the worker node")
+        cut = wait_for(lambda: on_worker("RUNNING", max_epoch=4), 120, "a trial early in training on the worker node")
+        stop(two_nodes["worker"])
         assert submit.wait(timeout=400) == 0, (tmp_path / "job.log").read_text()[-3000:]
     finally:
-        _stop(submit)
+        stop(submit)
 
     final = runs()
     assert len(final) == 8 and all(r.info.status == "FINISHED" for r in final)

@@ -1,0 +1,60 @@
+"""Helpers for tests that start real processes (Ray nodes, MLflow servers) on this machine."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(count: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def wait_for(check, seconds: float, what: str):
+    """Poll ``check`` every 0.5 s until it returns something true (returned), or raise TimeoutError."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            value = check()
+            if value:
+                return value
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {seconds} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group a test started (ray start --block stops its node), SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def start_mlflow_server(folder: Path, port: int, log: Path, extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
+    """An MLflow tracking server on 127.0.0.1:``port`` with its SQLite store and artifacts in ``folder``
+    (reused when started again there), ready to answer when this returns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts"), *extra],
+        env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200, 120, "MLflow server")
+    return process

@@ -1,0 +1,269 @@
+"""Nothing lost, nothing doubled: idempotent tracking, a writer that outlasts MLflow outages, resumed and
+re-launched sweeps, a driver killed mid-sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from perturb import noise_suite
+from sweep import mirror
+from sweep.catalog import build_sweep
+from sweep.metrics import noise_metric
+from sweep.mirror import TrackingWriter
+from sweep.run import EXIT_WRITES_WAIT, main
+from sweep.tracking import Tracker
+from tests.datasets import write_mnist
+from tests.processes import free_ports, start_mlflow_server, stop, wait_for
+
+PROJECT = Path(__file__).resolve().parents[1]
+SPEC = build_sweep("lenet", profile="smoke")[0]
+
+
+def epoch_result(epoch: int, final: bool = False) -> dict:
+    result = {"epoch": epoch, "train_loss": 1 / epoch, "train_acc": 50.0, "test_acc": 90.0 + epoch, "lr": 0.01, "epoch_seconds": 1.0, "images_per_second": 10.0}
+    if final:
+        result.update({noise_metric(p.noise, p.level): 80.0 for p in noise_suite(SPEC.dataset)})
+    return result
+
+
+def steps(client: mlflow.MlflowClient, run_id: str, metric: str = "epoch") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, metric))
+
+
+# --- the Tracker: idempotent operations ------------------------------------------------------------
+
+
+def test_an_epoch_logged_again_is_not_doubled_even_by_a_fresh_tracker(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "lenet", tmp_path / "artifacts", launch="one")
+    for epoch in (1, 2, 2, 1):
+        tracker.log_result(SPEC, epoch_result(epoch))
+    again = Tracker(uri, "lenet", tmp_path / "artifacts", launch="one")  # a resumed driver: nothing cached
+    again.log_result(SPEC, epoch_result(2))
+    again.log_result(SPEC, epoch_result(3, final=True))
+    again.finish(SPEC, epoch_result(3, final=True))
+    (run,) = again.client.search_runs([again.experiment_id])
+    assert steps(again.client, run.info.run_id) == [1, 2, 3] and steps(again.client, run.info.run_id, "test_acc") == [1, 2, 3]
+    assert run.info.status == "FINISHED" and run.data.tags["launch"] == "one"
+
+
+def test_a_finished_run_is_never_reopened_and_a_new_launch_supersedes_it(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri, "lenet", tmp_path / "artifacts", launch="one")
+    first.open_run(SPEC)
+    first.log_result(SPEC, epoch_result(1, final=True))
+    first.finish(SPEC, epoch_result(1, final=True))
+    old = first.find_run(SPEC.key)
+    # The same launch (a resume) sees the trial again: the FINISHED run stays as it is.
+    first.open_run(SPEC)
+    first.fail(SPEC, "worker died")
+    assert first.client.get_run(old).info.status == "FINISHED" and "error" not in first.client.get_run(old).data.tags
+    # Another launch of the same trial key (a second sweep on the same server): a new run.
+    second = Tracker(uri, "lenet", tmp_path / "artifacts", launch="two")
+    new = second.open_run(SPEC)
+    assert new != old and second.client.get_run(new).data.tags["supersedes"] == old
+    second.log_result(SPEC, {"health": "diverged", "health_reason": "loss is nan at epoch 1 step 3", "epoch": 0})
+    second.finish(SPEC, {"health": "diverged", "health_reason": "loss is nan at epoch 1 step 3", "epoch": 0})
+    kept = first.client.get_run(old)
+    assert kept.info.status == "FINISHED" and kept.data.metrics["test_acc"] == 91.0  # the good result stays
+    assert second.client.get_run(new).info.status == "FAILED"
+
+
+def test_finishing_clears_the_error_of_an_earlier_attempt(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lenet", tmp_path / "artifacts", launch="one")
+    tracker.open_run(SPEC)
+    tracker.fail(SPEC, "worker died")
+    tracker.open_run(SPEC)  # retried (--resume retries errored trials)
+    tracker.log_result(SPEC, epoch_result(1, final=True))
+    tracker.finish(SPEC, epoch_result(1, final=True))
+    run = tracker.client.get_run(tracker.find_run(SPEC.key))
+    assert run.info.status == "FINISHED" and run.data.tags["health"] == "healthy" and "error" not in run.data.tags
+
+
+# --- the writer: retries in order, never blocks ----------------------------------------------------
+
+
+class FlakyTracker:
+    """Stands in for Tracker: the store is away for the first ``failures`` calls (class-wide)."""
+
+    failures = 3
+    delivered: list = []
+
+    def __init__(self, *args) -> None:
+        if FlakyTracker.failures:
+            FlakyTracker.failures -= 1
+            raise ConnectionError("connection refused")
+
+    def log_result(self, spec, result) -> None:
+        if FlakyTracker.failures:
+            FlakyTracker.failures -= 1
+            raise ConnectionError("connection refused")
+        FlakyTracker.delivered.append(result["epoch"])
+
+
+def test_the_writer_delivers_in_order_exactly_once_through_an_outage_without_blocking(monkeypatch, capsys):
+    monkeypatch.setattr(mirror, "Tracker", FlakyTracker)
+    monkeypatch.setattr(mirror, "FIRST_BACKOFF_S", 0.05)
+    FlakyTracker.failures, FlakyTracker.delivered = 5, []
+    writer = TrackingWriter("http://127.0.0.1:9", "lenet")
+    start = time.monotonic()
+    for epoch in range(1, 21):
+        writer.submit("log_result", SPEC, {"epoch": epoch})
+    assert time.monotonic() - start < 0.5  # submitting never waits for the store
+    assert writer.drain(30) == 0
+    assert FlakyTracker.delivered == list(range(1, 21))
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("MLflow at http://127.0.0.1:9 is unavailable (connection refused): ") and "writes wait" in err[0]
+    assert err[1].startswith("MLflow at http://127.0.0.1:9 is back after ")
+
+
+# --- real sweeps -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root, n_train=3200, n_test=100)
+    return root
+
+
+def sweep_args(storage: Path, mnist_root: Path, epochs: int, *extra: str) -> list[str]:
+    return ["lenet", "--profile", "smoke", "--storage", str(storage), "--data-root", str(mnist_root), "--set", f"epochs={epochs}", *extra]
+
+
+def start_driver(args: list[str], ray_address: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", ray_address], cwd=PROJECT,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def assert_every_trial_once(uri: str, epochs: int) -> None:
+    """One FINISHED run per trial key of the sweep, each epoch logged once, every noise metric."""
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("lenet").experiment_id], max_results=100)
+    specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", epochs)])
+    assert sorted(r.data.tags["trial_key"] for r in runs) == sorted(s.key for s in specs)
+    for run in runs:
+        assert run.info.status == "FINISHED", run.data.tags["trial_key"]
+        for metric in ("epoch", "train_loss", "test_acc"):
+            assert steps(client, run.info.run_id, metric) == list(range(1, epochs + 1)), (run.data.tags["trial_key"], metric)
+        assert sum(name.startswith("acc/") for name in run.data.metrics) == 24
+
+
+def logged_epochs(uri: str) -> int:
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("lenet")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return sum(int(r.data.metrics.get("epoch", 0)) for r in runs)
+
+
+def reported_epochs(storage: Path) -> int:
+    """Epochs the trials reported to Tune so far (lines of their result.json files)."""
+    return sum(len(p.read_text().splitlines()) for p in (storage / "lenet").glob("*/result.json"))
+
+
+def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cluster, tmp_path, mnist_root):
+    port = free_ports(1)[0]
+    uri = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
+    epochs = 24
+    driver = start_driver(sweep_args(tmp_path / "store", mnist_root, epochs, "--tracking-uri", uri), ray_cluster, tmp_path / "driver.log")
+    try:
+        wait_for(lambda: logged_epochs(uri) >= 2, 180, "the first epochs in MLflow")
+        stop(server)
+        before = reported_epochs(tmp_path / "store")
+        # MLflow's client gives a request up after 2 retries here (sweep.run's defaults); 20 s is far longer.
+        time.sleep(20)
+        assert driver.poll() is None and reported_epochs(tmp_path / "store") >= before + 8  # training went on
+        server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
+        assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    finally:
+        stop(driver)
+        log = (tmp_path / "driver.log").read_text()
+        stop(server)
+    assert f"MLflow at {uri} is unavailable" in log and f"MLflow at {uri} is back after" in log
+    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
+    try:
+        assert_every_trial_once(uri, epochs)
+    finally:
+        stop(server)
+
+
+def test_writes_that_wait_when_the_sweep_ends_are_delivered_by_sync(ray_cluster, tmp_path, mnist_root, capsys):
+    port = free_ports(1)[0]
+    uri = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
+    epochs = 16
+    args = sweep_args(tmp_path / "store", mnist_root, epochs, "--tracking-uri", uri)
+    driver = start_driver([*args, "--tracking-wait", "3"], ray_cluster, tmp_path / "driver.log")
+    try:
+        wait_for(lambda: logged_epochs(uri) >= 1, 180, "the first epoch in MLflow")
+        stop(server)  # and it does not come back during the sweep
+        assert driver.poll() is None  # mid-sweep
+        assert driver.wait(timeout=400) == EXIT_WRITES_WAIT
+    finally:
+        stop(driver)
+    log = (tmp_path / "driver.log").read_text().splitlines()
+    assert "8 of 8 trials finished" in log
+    waiting = [line for line in log if line.startswith("sweep.run: ")]
+    assert len(waiting) == 1 and " MLflow writes wait for " in waiting[0] and "again with --sync" in waiting[0]
+    assert int(waiting[0].split()[1]) > 0
+
+    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
+    try:
+        assert main([*args, "--sync"]) == 0
+        assert_every_trial_once(uri, epochs)
+        assert main([*args, "--sync"]) == 0  # again: nothing new, nothing doubled
+        assert_every_trial_once(uri, epochs)
+    finally:
+        stop(server)
+
+
+def test_a_driver_killed_mid_sweep_resumes_without_a_duplicate_run_or_point(ray_cluster, tmp_path, mnist_root):
+    epochs = 8
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = sweep_args(tmp_path, mnist_root, epochs)
+    driver = start_driver(args, ray_cluster, tmp_path / "driver.log")
+
+    def finished() -> int:
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name("lenet")
+        return sum(r.info.status == "FINISHED" for r in client.search_runs([experiment.experiment_id])) if experiment else 0
+
+    try:
+        wait_for(lambda: finished() >= 2, 240, "two finished trials")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        stop(driver)
+    assert finished() < 8
+    assert main([*args, "--resume"]) == 0
+    assert_every_trial_once(uri, epochs)
+    launch = json.loads((tmp_path / "lenet.sweep.json").read_text())["launch"]
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("lenet").experiment_id])
+    assert {r.data.tags["launch"] for r in runs} == {launch} and not any("supersedes" in r.data.tags for r in runs)
+
+
+def test_a_driver_that_stops_between_recording_the_sweep_and_starting_tune_resumes_cleanly(ray_cluster, tmp_path, mnist_root, monkeypatch):
+    from ray import tune
+
+    args = sweep_args(tmp_path, mnist_root, 1)
+
+    def crash(self):
+        raise KeyboardInterrupt  # the driver stopped: the sweep is recorded, Tune has run nothing
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tune.Tuner, "fit", crash)
+        with pytest.raises(KeyboardInterrupt):
+            main(args)
+    assert (tmp_path / "lenet.sweep.json").exists()
+    assert main(args) == 2  # a recorded sweep is not started twice
+    assert main([*args, "--resume"]) == 0
+    assert_every_trial_once(f"sqlite:///{tmp_path / 'mlflow.db'}", 1)
