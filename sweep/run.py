@@ -167,19 +167,18 @@ def _run(args: argparse.Namespace) -> int:
         gpus = True
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), _trial_resources)
+    param_space = {"spec": tune.grid_search([spec.to_dict() for spec in specs]), "gpus": gpus, "node_cpus": node_cpus}
     if args.resume and tune.Tuner.can_restore(storage.path(args.sweep)):
-        tuner = tune.Tuner.restore(storage.path(args.sweep), trainable=trainable, resume_errored=True)
+        # The param space again: Tune keeps it in its experiment state, which a driver stopped right
+        # after creating the Tuner has not written yet.
+        tuner = tune.Tuner.restore(storage.path(args.sweep), trainable=trainable, resume_errored=True, param_space=param_space)
     else:
         # A new sweep, or one whose driver stopped after recording it and before Tune saved any state:
         # nothing of it ran, so it starts from the beginning (under the launch id it was recorded with).
         storage.write_text(f"{args.sweep}.sweep.json", json.dumps(record, indent=1))
         tuner = tune.Tuner(
             trainable,
-            param_space={
-                "spec": tune.grid_search([spec.to_dict() for spec in specs]),
-                "gpus": gpus,
-                "node_cpus": node_cpus,
-            },
+            param_space=param_space,
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=args.max_concurrent,
                 trial_name_creator=_trial_dirname,

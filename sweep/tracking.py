@@ -13,6 +13,8 @@ writer may retry it after an outage and a resumed sweep may replay what Tune kep
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
 import time
 import urllib.error
@@ -51,13 +53,32 @@ def _project_tags() -> dict[str, str]:
 
 
 def _check_server(uri: str) -> None:
-    """Fail fast on an unreachable server: MLflow's own client retries for minutes before giving up."""
+    """Fail fast on an unreachable server (MLflow's own client retries for minutes before giving up), and
+    on one that refuses our credentials (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, as
+    MLflow's client sends them to a server run with its basic-auth app)."""
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
             response.read()
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise TrackingUnavailable(f"cannot reach the MLflow tracking server at {uri}: {reason}") from None
+    request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user is not None and password is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        if error.code not in (401, 403):
+            return  # an answer: the server is there; MLflow's client reports anything else itself
+        if user is None or password is None:
+            raise TrackingUnavailable(
+                f"the MLflow tracking server at {uri} asks for credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        raise TrackingUnavailable(f"the MLflow tracking server at {uri} refused user {user!r} (HTTP {error.code}): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise TrackingUnavailable(f"cannot reach the MLflow tracking server at {uri}: {getattr(error, 'reason', error)}") from None
 
 
 def open_client(tracking_uri: str) -> MlflowClient:

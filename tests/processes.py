@@ -47,14 +47,20 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
-def start_mlflow_server(folder: Path, port: int, log: Path, extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
+def start_mlflow_server(folder: Path, port: int, log: Path, auth_password: str | None = None) -> subprocess.Popen:
     """An MLflow tracking server on 127.0.0.1:``port`` with its SQLite store and artifacts in ``folder``
-    (reused when started again there), ready to answer when this returns."""
+    (reused when started again there), ready to answer when this returns. With ``auth_password``, it runs
+    MLflow's basic-auth app, whose user ``admin`` has that password (its user store is in ``folder`` too)."""
     folder.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    extra = []
+    if auth_password is not None:
+        env.update(MLFLOW_AUTH_ADMIN_PASSWORD=auth_password, MLFLOW_FLASK_SERVER_SECRET_KEY="tests-only-secret")
+        extra = ["--app-name", "basic-auth"]
     process = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts"), *extra],
-        env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=folder, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200, 120, "MLflow server")
     return process
