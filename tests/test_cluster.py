@@ -34,8 +34,11 @@ def test_cluster_configs_validate_against_rays_own_schema(config):
     jsonschema.validate(cluster, schema)
 
     head_commands = " ".join(cluster["head_start_ray_commands"])
-    # The tracking server binds to the head's private address, never to every interface.
-    assert "mlflow server --host $(hostname -I | awk '{print $1}') --port 5000" in head_commands
+    # The tracking server binds to the head's private address, never to every interface, and lets in only
+    # who has the password made on the head (kept to its user), which Ray's head hands to the drivers.
+    assert "mlflow server --app-name basic-auth --host $(hostname -I | awk '{print $1}') --port 5000" in head_commands
+    assert "umask 077" in head_commands and "secrets.token_urlsafe(24)" in head_commands
+    assert cluster["head_start_ray_commands"][-1].startswith("set -a && . ") and "&& ray start --head" in cluster["head_start_ray_commands"][-1]
     assert "0.0.0.0" not in head_commands
     assert "--artifacts-destination" in head_commands
     assert "pip install -q -e /home/ray/pushpull-sweep" in cluster["setup_commands"]
