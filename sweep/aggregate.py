@@ -153,12 +153,13 @@ def _select_recipes(chosen: list, wanted: list[str]) -> list:
     """The runs of the recipes ``wanted`` (all when empty); an id no run has is an AggregateError."""
     if not wanted:
         return chosen
-    held = {recipe_id(run): run.data.params.get("arch") for run in chosen}
+    ids = [recipe_id(run) for run in chosen]  # parsed from each run's params once
+    held = {rid: run.data.params.get("arch") for rid, run in zip(ids, chosen)}
     unknown = [r for r in wanted if r not in held]
     if unknown:
         listed = ", ".join(f"{rid} ({arch})" for rid, arch in sorted(held.items()))
         raise AggregateError(f"unknown recipe {unknown[0]!r}: the runs hold {listed}")
-    return [run for run in chosen if recipe_id(run) in wanted]
+    return [run for rid, run in zip(ids, chosen) if rid in wanted]
 
 
 def _summary(aggregation: Aggregation, chosen: list, runs: list, passed_over: dict[str, int], include_incomplete: bool) -> list[str]:
