@@ -1,11 +1,30 @@
-"""Test-time perturbations and the paper's noise suites (pure torch, device-agnostic, no I/O)."""
+"""Test-time perturbations, the paper's noise suites and the suites registered for re-scoring (pure torch,
+device-agnostic, no I/O)."""
 
-from perturb.noise import change_contrast, gaussian_noise, poisson_noise, speckle_noise
-from perturb.suites import NOISES, Perturbation, noise_seed, noise_suite, perturb, perturb_test_set
+from perturb.noise import change_contrast, gaussian_noise, poisson_noise, shot_noise, speckle_noise
+from perturb.suites import (
+    NOISE_FAMILIES,
+    NOISES,
+    PAPER_SUITE,
+    SUITES,
+    Noise,
+    Perturbation,
+    Suite,
+    noise_seed,
+    noise_suite,
+    perturb,
+    perturb_test_set,
+    suite_settings,
+)
 
 __all__ = [
     "NOISES",
+    "NOISE_FAMILIES",
+    "PAPER_SUITE",
+    "SUITES",
+    "Noise",
     "Perturbation",
+    "Suite",
     "change_contrast",
     "gaussian_noise",
     "noise_seed",
@@ -13,5 +32,7 @@ __all__ = [
     "perturb",
     "perturb_test_set",
     "poisson_noise",
+    "shot_noise",
     "speckle_noise",
+    "suite_settings",
 ]

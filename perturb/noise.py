@@ -10,6 +10,9 @@ batch, with ``clip=False`` by default as in the reference:
   back afterwards (skimage's signed-range path). The paper applies it after a contrast change
   ``I_C = (I - 0.5) * C + 0.5`` (:func:`change_contrast`).
 
+and, beside them, shot noise with a photon count as ImageNet-C draws it: ``Poisson(I * peak) / peak``
+(:func:`shot_noise`), where the noise strength is set by ``peak`` rather than by the image's grey levels.
+
 Every op runs on the device of its batch. Random draws are made on the device of ``generator`` (the
 batch's device when None) and moved to the batch: a CPU generator gives the same noise on every device.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["change_contrast", "gaussian_noise", "poisson_noise", "speckle_noise"]
+__all__ = ["change_contrast", "gaussian_noise", "poisson_noise", "shot_noise", "speckle_noise"]
 
 
 def _standard_normal(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -99,3 +102,26 @@ def poisson_noise(
     counts = torch.poisson(rate.to(device), generator=generator).to(images.device)
     noisy = (counts / scale * span - signed).view_as(images)
     return _clip(noisy, images) if clip else noisy
+
+
+def shot_noise(
+    images: torch.Tensor,
+    peak: float,
+    *,
+    generator: torch.Generator | None = None,
+    clip: bool = False,
+) -> torch.Tensor:
+    """Photon shot noise ``Poisson(images * peak) / peak``: ``peak`` photons are expected at intensity 1.
+
+    ImageNet-C's shot noise is this with ``clip=True`` (clipped to [0, 1]) and peaks 60, 25, 12, 5, 3 for
+    its severities 1-5. The noise has the image's mean and variance ``images / peak``. Negative intensities
+    (an image after a contrast change above 1) emit no photons: their rate is 0.
+    images: (N, ...) float; returns the same shape and dtype.
+    """
+    if not peak > 0:
+        raise ValueError(f"shot noise peak must be > 0, got {peak}")
+    rate = images.clamp(min=0) * peak
+    device = images.device if generator is None else generator.device
+    counts = torch.poisson(rate.to(device), generator=generator).to(images.device)
+    noisy = counts / peak
+    return noisy.clamp(0, 1) if clip else noisy

@@ -14,6 +14,11 @@ run per trial (the latest finished one), and writes to ``--out`` the tables of :
 - ``excluded.parquet``: the trials left out (diverged, failed, unfinished) with the reason;
 - with ``--report``: ``report.md`` and PNG figures (see sweep.report).
 
+With ``--suite NAME`` (a suite scored by ``python -m sweep.evaluate``) the tables are those of that
+suite's scores, written to ``results/<suite>/`` by default: ``results``, ``recipes``, ``pushpull_effect``,
+``variant_fit`` (which noise of the suite comes nearest to the paper's contrast + Poisson cells, under each
+reading) and ``excluded``; ``--report`` draws one figure per noise of the suite.
+
 Output is deterministic: the same runs give byte-identical files.
 """
 
@@ -28,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from perturb import PAPER_SUITE, SUITES
 from sweep.catalog import SWEEPS
 from sweep.storage import StorageError, resolve_storage
 from sweep.tables import RECIPE_SCHEMA, RESULT_SCHEMA, Aggregation, UNKNOWN_RECIPE, aggregate, diverged, has_measurements, makes_rows, recipe_id
@@ -143,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
     parser.add_argument("--storage", help="the sweep storage folder whose embedded store to read (default: $SWEEP_STORAGE or ./sweeps)")
     parser.add_argument("--to", default="parquet", choices=FORMATS, help="output format")
-    parser.add_argument("--out", default="results", help="output folder (default: results/)")
+    parser.add_argument("--suite", default=PAPER_SUITE, choices=SUITES, help="the noise suite whose scores to aggregate (default: paper; others as scored by python -m sweep.evaluate)")
+    parser.add_argument("--out", help="output folder (default: results/, or results/<suite>/ for another suite)")
     parser.add_argument("--report", action="store_true", help="also write report.md and PNG figures")
     parser.add_argument("--include-incomplete", action="store_true", help="keep unfinished and failed runs (their status column says so)")
     return parser
@@ -195,8 +202,8 @@ def _run(args: argparse.Namespace) -> int:
     chosen, passed_over = select_runs(runs)
     chosen = _select_recipes(chosen, args.recipe)
 
-    aggregation = aggregate(chosen, args.sweep or sweeps, include_incomplete=args.include_incomplete)
-    out = Path(args.out)
+    aggregation = aggregate(chosen, args.sweep or sweeps, include_incomplete=args.include_incomplete, suite=args.suite)
+    out = Path(args.out or ("results" if args.suite == PAPER_SUITE else f"results/{args.suite}"))
     try:
         written = write_tables(aggregation.files(), out, args.to)
         if args.report:

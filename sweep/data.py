@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision import datasets
 
-__all__ = ["MEAN_STD", "DataUnavailable", "DatasetTensors", "load_dataset"]
+__all__ = ["DEFAULT_DATA_ROOT", "MEAN_STD", "DataUnavailable", "DatasetTensors", "load_dataset", "resolve_data_root"]
+
+DEFAULT_DATA_ROOT = Path.home() / ".cache" / "pushpull-sweep" / "data"
 
 # Per-channel mean and std of the training images in [0, 1].
 MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -80,3 +83,8 @@ def load_dataset(name: str, root: str | Path) -> DatasetTensors:
     train_images, train_labels = _as_tensors(train)
     test_images, test_labels = _as_tensors(test)
     return DatasetTensors(train_images, train_labels, test_images, test_labels)
+
+
+def resolve_data_root(explicit: str | None) -> str | Path:
+    """``--data-root``, else ``$SWEEP_DATA_ROOT``, else :data:`DEFAULT_DATA_ROOT`."""
+    return explicit or os.environ.get("SWEEP_DATA_ROOT") or DEFAULT_DATA_ROOT

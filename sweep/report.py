@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from perturb import noise_suite  # noqa: E402
+from perturb import PAPER_SUITE, SUITES, Noise, suite_settings  # noqa: E402
 from sweep.paper import PAPER_TABLES, READINGS, PaperTable  # noqa: E402
 from sweep.tables import MODEL, NOISE_ORDER, Aggregation, has_measurements, twin_name  # noqa: E402
 
@@ -33,7 +33,12 @@ def _levels(rows: pd.DataFrame) -> list[tuple[str, float]]:
     """The x positions of a figure: every (noise, level) the paper prints or means, clean first."""
     printed = set(zip(rows["noise"], rows["level"]))
     measured = set(zip(rows["measured_noise"], rows["measured_level"]))
-    return sorted(printed | measured, key=lambda cell: (NOISE_ORDER[cell[0]], cell[1]))
+    return sorted(printed | measured, key=_noise_key)
+
+
+def _noise_key(cell: tuple[str, float]) -> tuple:
+    """Sort (noise, level) as the tables do: clean, the paper's noises, then the others by name."""
+    return NOISE_ORDER.get(cell[0], len(NOISE_ORDER)), cell[0], cell[1]
 
 
 def _label(noise: str, level: float) -> str:
@@ -73,7 +78,7 @@ def _effect_limits(effect: pd.DataFrame) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-def _effect_panel(ax, effect: pd.DataFrame, levels: list, models: list[str]) -> None:
+def _effect_panel(ax, effect: pd.DataFrame, levels: list, models: list[str], labels: list[str]) -> None:
     """Push-pull minus plain per twin pair and level: the mean over seeds with its 95 % interval, the
     paper's difference as ticks (a triangle at the edge where it lies beyond the axis)."""
     pushpull = [m for m in models if twin_name(m) != m]
@@ -101,22 +106,46 @@ def _effect_panel(ax, effect: pd.DataFrame, levels: list, models: list[str]) -> 
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("push-pull - plain\n(points, 95 % CI)")
     ax.grid(axis="y", lw=0.4, alpha=0.5)
-    ax.set_xticks(range(len(levels)), [_label(n, v) for n, v in levels])
+    ax.set_xticks(range(len(levels)), labels)
 
 
 def _figure(table: PaperTable, recipe: str, aggregation: Aggregation, path: Path) -> None:
     rows = aggregation.paper[aggregation.paper["source"] == table.source]
     models = list(dict.fromkeys(rows["model"]))
-    levels = _levels(rows)
     cells = aggregation.cells[(aggregation.cells["recipe"] == recipe)].merge(rows[MODEL].drop_duplicates(), on=MODEL)
-    effect = aggregation.effect[(aggregation.effect["recipe"] == recipe) & aggregation.effect["model"].isin(models)]
-    effect = effect[[cell in set(levels) for cell in zip(effect["noise"], effect["level"])]]
+    levels = _levels(rows)
+    effect = aggregation.effect[aggregation.effect["recipe"] == recipe]
+    _draw(path, f"{table.figure}: {table.title}", recipe, rows, cells, effect, levels, models, [_label(n, v) for n, v in levels])
+
+
+def _suite_figure(noise: str, recipe: str, dataset: str, aggregation: Aggregation, path: Path) -> None:
+    """One noise of a suite on one data set: clean and every level, the paper's Poisson cells as ticks at
+    the contrast each reading means where the noise's level is a contrast."""
+    mine = (aggregation.cells["recipe"] == recipe) & (aggregation.cells["dataset"] == dataset)
+    cells = aggregation.cells[mine & aggregation.cells["noise"].isin(["clean", noise])]
+    models = sorted(set(cells["model"]), key=lambda m: (twin_name(m), m != twin_name(m)))
+    paper = aggregation.paper
+    rows = paper.iloc[:0]
+    if Noise.parse(noise).level_is_contrast:
+        printed = paper[(paper["noise"] == "poisson") & (paper["dataset"] == dataset) & paper["model"].isin(models)]
+        contrast = printed["measured_level"].where(printed["measured_noise"] != "clean", printed["level"])
+        rows = printed.assign(measured_noise=noise, measured_level=contrast)
+    levels = sorted(set(zip(cells["noise"], cells["level"])), key=_noise_key)
+    effect = aggregation.effect[(aggregation.effect["recipe"] == recipe) & (aggregation.effect["dataset"] == dataset)]
+    labels = ["clean" if n == "clean" else f"{v:g}" for n, v in levels]  # one noise: its name is in the title
+    _draw(path, f"Suite {aggregation.suite}: {noise} on {dataset}, by level", recipe, rows, cells, effect, levels, models, labels)
+
+
+def _draw(path: Path, title: str, recipe: str, rows: pd.DataFrame, cells: pd.DataFrame, effect: pd.DataFrame, levels: list, models: list[str], labels: list[str]) -> None:
+    """The two panels over ``levels`` (x tick ``labels``) for ``models``; rows: paper cells drawn as ticks (may be empty)."""
+    shown = set(levels)
+    effect = effect[effect["model"].isin(models) & pd.Series([c in shown for c in zip(effect["noise"], effect["level"])], index=effect.index, dtype=bool)]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9, 1.15 * len(levels)), 8), sharex=True, height_ratios=[3, 2])
     _accuracy_panel(top, rows, cells, levels, models)
-    _effect_panel(bottom, effect, levels, models)
+    _effect_panel(bottom, effect, levels, models, labels)
     seeds = sorted(set(cells["seeds"]))
     top.set_title(
-        f"{table.figure}: {table.title}\nrecipe {recipe}, seeds per cell: {', '.join(map(str, seeds))}; "
+        f"{title}\nrecipe {recipe}, seeds per cell: {', '.join(map(str, seeds))}; "
         "bars: ours (error bars: std over seeds); ticks: paper (triangles: beyond the axis)"
     )
     top.legend(ncol=min(len(models) + 2, 6), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.02), frameon=False)
@@ -126,9 +155,25 @@ def _figure(table: PaperTable, recipe: str, aggregation: Aggregation, path: Path
     plt.close(fig)
 
 
+def _suite_figures(aggregation: Aggregation, out: Path) -> list[Path]:
+    """One PNG per (noise, data set, recipe) of a suite: ``<suite>_<noise>[_<dataset>][_<recipe>].png``, the
+    data set and recipe named only when the suite's results hold several."""
+    cells = aggregation.cells[aggregation.cells["noise"] != "clean"]
+    several_datasets, several_recipes = cells["dataset"].nunique() > 1, cells["recipe"].nunique() > 1
+    written = []
+    for (noise, dataset, recipe), _ in sorted(cells.groupby(["noise", "dataset", "recipe"]), key=lambda item: (_noise_key((item[0][0], 0)), item[0][1:])):
+        name = "_".join([aggregation.suite, noise] + [dataset] * several_datasets + [recipe] * several_recipes)
+        path = out / f"{name}.png"
+        _suite_figure(noise, recipe, dataset, aggregation, path)
+        written.append(path)
+    return written
+
+
 def _figures(aggregation: Aggregation, out: Path) -> list[Path]:
     """One PNG per (paper figure, recipe) with measured cells: ``<figure_stem>.png`` when the table holds
     one recipe, ``<figure_stem>_<recipe>.png`` when it holds several."""
+    if aggregation.suite != PAPER_SUITE:
+        return _suite_figures(aggregation, out)
     written, layouts = [], {t.stem: t for t in PAPER_TABLES}
     for stem, table in aggregation.paper_tables.items():
         paper_table = layouts[stem]
@@ -170,7 +215,7 @@ def _recipe_lines(aggregation: Aggregation) -> list[str]:
 def _trials_lines(aggregation: Aggregation) -> list[str]:
     excluded = aggregation.excluded
     diverged = int((excluded["health"] == "diverged").sum())
-    missing = sum(1 + len([s for s in noise_suite(d) if not s.is_identity]) for d in excluded["dataset"].dropna())
+    missing = sum(1 + len([s for s in suite_settings(aggregation.suite, d) if not s.is_identity]) for d in excluded["dataset"].dropna())
     measured = aggregation.results["trial_key"].nunique()
     return [
         f"{measured} trials aggregated. {len(excluded)} left out ({diverged} diverged: they did not train; "
@@ -214,7 +259,7 @@ def _effect_lines(aggregation: Aggregation) -> list[str]:
     for (recipe, dataset), group in effect.groupby(["recipe", "dataset"], sort=True):
         seeds = sorted(set(group["seeds"]))
         lines += [f"### Recipe {recipe}, {dataset} (seeds per cell: {', '.join(map(str, seeds))})", ""]
-        for noise, family in sorted(group.groupby("noise"), key=lambda item: NOISE_ORDER[item[0]]):
+        for noise, family in sorted(group.groupby("noise"), key=lambda item: _noise_key((item[0], 0))):
             lines.append(_family_summary(noise, family))
             lines += ["", "| pair | level | difference | 95 % CI | seeds | verdict | paper | paper, text reading |", "|---|---|---|---|---|---|---|---|"]
             for row in family.itertuples(index=False):
@@ -264,10 +309,38 @@ def _comparison_lines(aggregation: Aggregation) -> list[str]:
     return lines + [""]
 
 
+def _variant_lines(aggregation: Aggregation) -> list[str]:
+    """Which noise of the suite comes nearest to the paper's contrast + Poisson cells, under each reading."""
+    fit = aggregation.variant_fit
+    lines = ["## Nearest to the paper's contrast + Poisson cells", ""]
+    if fit.empty:
+        return lines + ["No noise of this suite has a contrast as its level, or no such cell is printed in the paper.", ""]
+    lines += [
+        "Root mean square of (ours - paper), in points, over the paper's Poisson cells, each compared with our cell of "
+        f"the noise at the contrast its reading means ({'; '.join(f'{k}: {v}' for k, v in READINGS.items())}). All of it is in variant_fit.parquet.",
+        "",
+    ]
+    for (recipe, source, reading), group in fit.groupby(["recipe", "source", "reading"], sort=True):
+        table = group.pivot(index="noise", columns="models", values="rmse").sort_values("all")
+        cells = group[group["models"] == "all"].set_index("noise")["cells"]
+        lines += [f"### Recipe {recipe}, {source}, {reading} reading", "", "| noise | plain | push-pull | all | cells |", "|---|---|---|---|---|"]
+        for noise, row in table.iterrows():
+            lines.append(f"| {noise} | {row['plain']:.2f} | {row['push-pull']:.2f} | {row['all']:.2f} | {int(cells[noise])} |")
+        best = table.index[0]
+        lines += ["", f"Nearest under the {reading} reading: **{best}** (RMSE {table.loc[best, 'all']:.2f} points over {int(cells[best])} cells).", ""]
+    return lines
+
+
 def write_report(aggregation: Aggregation, out: Path) -> list[Path]:
-    """Figures for every paper figure with a measured cell, and report.md. Returns the paths written."""
+    """Figures for every paper figure (or, for another suite, every noise) with a measured cell, and
+    report.md. Returns the paths written."""
     figures = _figures(aggregation, out)
-    lines = _recipe_lines(aggregation) + _trials_lines(aggregation) + _effect_lines(aggregation) + _comparison_lines(aggregation)
+    lines = _recipe_lines(aggregation) + _trials_lines(aggregation) + _effect_lines(aggregation)
+    if aggregation.suite == PAPER_SUITE:
+        lines += _comparison_lines(aggregation)
+    else:
+        lines[1:1] = ["", f"Suite **{aggregation.suite}**: {SUITES[aggregation.suite].description}."]
+        lines += _variant_lines(aggregation)
     lines += ["## Figures", ""]
     lines += [f"![{p.stem}]({p.name})" for p in figures] or ["No figure: no measured cell of Figures 4-9."]
     report = out / "report.md"

@@ -13,19 +13,17 @@ import socket
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any, NoReturn
 
 from sweep.catalog import SWEEPS, build_sweep
-from sweep.data import DataUnavailable, load_dataset
+from sweep.data import DataUnavailable, load_dataset, resolve_data_root
 from sweep.specs import PROFILES, TrialSpec, parse_override
 from sweep.mirror import TrackingCallback, TrackingWriter, replay_trials, writer_for
 from sweep.storage import StorageError, SweepStorage, resolve_storage
 from sweep.tracking import Tracker, TrackingUnavailable
 
-__all__ = ["main"]
+__all__ = ["UsageError", "join_ray", "main"]
 
-DEFAULT_DATA_ROOT = Path.home() / ".cache" / "pushpull-sweep" / "data"
 # MLflow's HTTP client retries a request for minutes by default; the mirror's writer retries on its own
 # (sweep.mirror), so a request may fail fast and report the outage. A user's own settings win.
 MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
@@ -145,9 +143,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"sweep {args.sweep}: delivering what {replayed} trials reported to {tracking_uri}", flush=True)
         return _deliver(writer, args, 0)
 
-    data_root = args.data_root or os.environ.get("SWEEP_DATA_ROOT") or DEFAULT_DATA_ROOT
     try:
-        data = {name: load_dataset(name, data_root) for name in dict.fromkeys(s.dataset for s in specs)}
+        data = {name: load_dataset(name, resolve_data_root(args.data_root)) for name in dict.fromkeys(s.dataset for s in specs)}
     except DataUnavailable as error:
         raise UsageError(str(error)) from None
 
@@ -160,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     from sweep.trainable import train_trial
 
     if not ray.is_initialized():
-        _join_ray(args.address or os.environ.get("RAY_ADDRESS"))
+        join_ray(args.address or os.environ.get("RAY_ADDRESS"))
     gpus = args.gpus != "none" and ray.cluster_resources().get("GPU", 0) > 0
     if args.gpus == "require" and not gpus:
         _wait_for_gpus(args.gpu_wait)
@@ -213,7 +210,7 @@ def _deliver(writer: TrackingWriter, args: argparse.Namespace, code: int) -> int
     return code or EXIT_WRITES_WAIT
 
 
-def _join_ray(address: str | None) -> None:
+def join_ray(address: str | None) -> None:
     """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT``...), or start a local Ray when None.
 
     An unreachable cluster stops with one line: for ``HOST:PORT`` Ray itself would retry for minutes.

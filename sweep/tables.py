@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
-from perturb import NOISES, Perturbation
+from perturb import NOISES, PAPER_SUITE, Noise, Perturbation
 from sweep.catalog import SWEEPS
 from sweep.metrics import parse_noise_metric
 from sweep.paper import PAPER_TABLES, PaperTable, paper_cells, paper_results
@@ -39,6 +39,7 @@ __all__ = [
     "tables_of_sweeps",
     "tidy_results",
     "twin_name",
+    "variant_fit",
 ]
 
 RESULT_SCHEMA = pa.schema(
@@ -91,7 +92,12 @@ RECIPE_SCHEMA = pa.schema(
 )
 CELL = ["recipe", "dataset", "model", "pushpull", "h", "alpha", "noise", "level"]
 MODEL = ["dataset", "model", "pushpull", "h", "alpha"]
-NOISE_ORDER = {"clean": 0, "gaussian": 1, "speckle": 2, "poisson": 3}
+NOISE_ORDER = {"clean": 0, "gaussian": 1, "speckle": 2, "poisson": 3}  # other noises follow, by name
+
+
+def noise_rank(noises: pd.Series) -> pd.Series:
+    """A sort key: clean, the paper's noises in its order, then every other noise (sort by name after it)."""
+    return noises.map(lambda noise: NOISE_ORDER.get(noise, len(NOISE_ORDER)))
 UNKNOWN_RECIPE = "unknown"  # a run whose params do not make a valid recipe (an engine older than recipes)
 CONFIDENCE = 0.95
 
@@ -119,11 +125,12 @@ def recipe_id(run: object) -> str:
     return UNKNOWN_RECIPE if recipe is None else recipe.id
 
 
-def tidy_results(runs: list) -> pd.DataFrame:
-    """One row per (run, noise, level) with :data:`RESULT_SCHEMA`'s columns, sorted deterministically.
+def tidy_results(runs: list, suite: str = PAPER_SUITE) -> pd.DataFrame:
+    """One row per (run, noise, level) of ``suite`` with :data:`RESULT_SCHEMA`'s columns, sorted deterministically.
 
-    The clean accuracy is one row per run (noise ``clean``, level 0); the suite's settings that leave the
-    images unchanged (Gaussian and speckle variance 0) are that same number and make no row of their own.
+    The clean accuracy is one row per run (noise ``clean``, level 0). In the paper's suite the settings that
+    leave the images unchanged (Gaussian and speckle variance 0) are that same number and make no row of
+    their own; another suite keeps every setting it lists (a curve over contrast holds C = 1).
     """
     rows = []
     for run in runs:
@@ -150,12 +157,12 @@ def tidy_results(runs: list) -> pd.DataFrame:
         if "test_acc" in metrics:
             rows.append({**base, "noise": "clean", "level": 0.0, "accuracy": metrics["test_acc"]})
         for name, value in metrics.items():
-            parsed = parse_noise_metric(name)
-            if parsed is not None and not (parsed[0] in NOISES and Perturbation(*parsed).is_identity):
+            parsed = parse_noise_metric(name, suite)
+            if parsed is not None and not (suite == PAPER_SUITE and parsed[0] in NOISES and Perturbation(*parsed).is_identity):
                 rows.append({**base, "noise": parsed[0], "level": parsed[1], "accuracy": value})
     frame = pd.DataFrame(rows, columns=RESULT_SCHEMA.names)
-    frame["noise_order"] = frame["noise"].map(NOISE_ORDER)
-    order = ["dataset", "arch", "depth", "width", "model", "h", "alpha", "recipe", "seed", "noise_order", "level", "trial_key"]
+    frame["noise_order"] = noise_rank(frame["noise"])
+    order = ["dataset", "arch", "depth", "width", "model", "h", "alpha", "recipe", "seed", "noise_order", "noise", "level", "trial_key"]
     frame = frame.sort_values(order, na_position="first", kind="stable")
     return frame.drop(columns="noise_order").reset_index(drop=True)
 
@@ -231,8 +238,8 @@ def pushpull_effect(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     effect = effect.astype({"difference": "float64", "ci_low": "float64", "ci_high": "float64", "seeds": "int64"})
     for reading, column in (("header", "paper_difference"), ("text", "paper_difference_text")):
         effect = effect.merge(_paper_effect(paper, reading).rename(columns={"difference": column}), how="left", on=EFFECT_KEY[1:])
-    effect["noise_order"] = effect["noise"].map(NOISE_ORDER)
-    effect = effect.sort_values(["recipe", "dataset", "plain", "model", "h", "alpha", "noise_order", "level"], kind="stable")
+    effect["noise_order"] = noise_rank(effect["noise"])
+    effect = effect.sort_values(["recipe", "dataset", "plain", "model", "h", "alpha", "noise_order", "noise", "level"], kind="stable")
     return effect[columns].reset_index(drop=True)
 
 
@@ -332,6 +339,32 @@ def reading_fit(compared: pd.DataFrame) -> pd.DataFrame:
     return fit[columns]
 
 
+def variant_fit(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """How close each noise of a suite whose level is a contrast comes to the paper's contrast + Poisson cells.
+
+    cells: :func:`cell_statistics` of a suite's results; paper: :func:`paper_cells`. Every printed Poisson
+    cell is compared, under each reading, with our cell of each such noise at the contrast the reading
+    means (a CIFAR C = 1 cell at C = 1: whether that means no noise is what the variants test). Columns
+    recipe, source, reading, noise, models (``plain``, ``push-pull``, ``all``), cells, rmse (points), sorted
+    so that the nearest noise comes first within each (recipe, source, reading, models).
+    """
+    columns = ["recipe", "source", "reading", "noise", "models", "cells", "rmse"]
+    printed = paper[paper["noise"] == "poisson"]
+    contrast = printed["measured_level"].where(printed["measured_noise"] != "clean", printed["level"])
+    noises = sorted(n for n in set(cells["noise"]) if n != "clean" and Noise.parse(n).level_is_contrast)
+    compared = [comparison(cells, printed.assign(measured_noise=noise, measured_level=contrast)) for noise in noises]
+    compared = [frame for frame in compared if not frame.empty]
+    if not compared:
+        return pd.DataFrame(columns=columns)
+    joined = pd.concat(compared, ignore_index=True).rename(columns={"noise": "printed_noise", "measured_noise": "noise"})
+    by_kind = joined.assign(models=joined["pushpull"].map({False: "plain", True: "push-pull"}))
+    both = pd.concat([by_kind, joined.assign(models="all")], ignore_index=True)
+    grouped = both.groupby(["recipe", "source", "reading", "noise", "models"], sort=True)["difference"]
+    fit = grouped.agg(cells="count", rmse=lambda d: math.sqrt(float((d**2).mean()))).reset_index()
+    fit = fit.sort_values(["recipe", "source", "reading", "models", "rmse", "noise"], kind="stable")
+    return fit[columns].reset_index(drop=True)
+
+
 EXCLUDED_COLUMNS = ["sweep", "recipe", "trial_key", "run_id", "dataset", "model", "seed", "status", "health", "reason"]
 
 
@@ -388,18 +421,23 @@ class Aggregation:
     ``cells`` (:func:`cell_statistics`) and ``paper`` (:func:`paper_cells`) are kept for the report.
     """
 
+    suite: str
     results: pd.DataFrame
     recipes: pd.DataFrame
     cells: pd.DataFrame
     effect: pd.DataFrame
     comparison: pd.DataFrame
     reading_fit: pd.DataFrame
+    variant_fit: pd.DataFrame
     excluded: pd.DataFrame
     paper_tables: dict[str, pd.DataFrame]
     paper: pd.DataFrame
 
     def files(self) -> dict[str, pd.DataFrame]:
-        """File stem -> table, in the order they are written."""
+        """File stem -> table, in the order they are written. A suite other than the paper's has no paper
+        tables and compares with the paper through ``variant_fit`` only."""
+        if self.suite != PAPER_SUITE:
+            return {"results": self.results, "recipes": self.recipes, "pushpull_effect": self.effect, "variant_fit": self.variant_fit, "excluded": self.excluded}
         return {
             "results": self.results,
             "recipes": self.recipes,
@@ -411,23 +449,25 @@ class Aggregation:
         }
 
 
-def aggregate(chosen: list, sweeps: list[str], include_incomplete: bool = False) -> Aggregation:
-    """All tables from one run per trial (see sweep.aggregate.select_runs), the paper tables limited to
-    those of ``sweeps``. The runs that make rows are chosen by :func:`makes_rows`; the others are listed
-    in ``excluded``."""
+def aggregate(chosen: list, sweeps: list[str], include_incomplete: bool = False, suite: str = PAPER_SUITE) -> Aggregation:
+    """All tables of ``suite``'s scores from one run per trial (see sweep.aggregate.select_runs), the paper
+    tables limited to those of ``sweeps``. The runs that make rows are chosen by :func:`makes_rows`; the
+    others are listed in ``excluded``."""
     kept = [r for r in chosen if makes_rows(r, include_incomplete)]
-    results = tidy_results(kept)
+    results = tidy_results(kept, suite)
     cells = cell_statistics(results)
     printed, paper = paper_results(), paper_cells()
     compared = comparison(cells, paper)
     return Aggregation(
+        suite=suite,
         results=results,
         recipes=recipes_table(kept),
         cells=cells,
         effect=pushpull_effect(results, paper),
         comparison=compared,
         reading_fit=reading_fit(compared),
+        variant_fit=variant_fit(cells, paper),
         excluded=excluded_trials([r for r in chosen if not makes_rows(r, include_incomplete)]),
-        paper_tables={t.stem: paper_table(t, cells, printed) for t in tables_of_sweeps(sweeps)},
+        paper_tables={t.stem: paper_table(t, cells, printed) for t in tables_of_sweeps(sweeps)} if suite == PAPER_SUITE else {},
         paper=paper,
     )

@@ -27,12 +27,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
-from sweep.metrics import EPOCH_METRICS, parse_noise_metric
+from sweep.metrics import EPOCH_METRICS, noise_metric, parse_noise_metric
 from sweep.specs import TrialSpec
 
-__all__ = ["RESULTS_ARTIFACT", "TrackingUnavailable", "Tracker", "open_client"]
+__all__ = ["RESULTS_ARTIFACT", "SUITE_ARTIFACT", "TrackingUnavailable", "Tracker", "log_suite_scores", "open_client"]
 
 RESULTS_ARTIFACT = "results.json"
+SUITE_ARTIFACT = "suites/{suite}.json"  # the scores of a suite other than the paper's (sweep.evaluate)
 
 
 class TrackingUnavailable(RuntimeError):
@@ -86,6 +87,29 @@ def open_client(tracking_uri: str) -> MlflowClient:
     if tracking_uri.startswith(("http://", "https://")):
         _check_server(tracking_uri)
     return MlflowClient(tracking_uri)
+
+
+def log_suite_scores(client: MlflowClient, run_id: str, suite: str, step: int, scores: dict) -> int:
+    """Add the scores of ``suite`` ({Perturbation: accuracy in percent}) to a trial's run, which stays as
+    it is otherwise (a FINISHED run stays FINISHED). Only the metrics the run lacks are logged, at ``step``
+    (the epoch the scored checkpoint ends), so that scoring again changes nothing. The artifact
+    :data:`SUITE_ARTIFACT` (every score of the suite the run then holds) is written before the metrics: a
+    run that holds the metrics holds the artifact. Returns the number of metrics logged."""
+    held = client.get_run(run_id).data.metrics
+    new = {noise_metric(s.noise, s.level, suite): float(a) for s, a in scores.items()}
+    new = {name: value for name, value in new.items() if name not in held}
+    if not new:
+        return 0
+    every = {**held, **new}
+    rows = [
+        {"noise": parsed[0], "level": parsed[1], "accuracy": value}
+        for name, value in every.items()
+        if (parsed := parse_noise_metric(name, suite)) is not None
+    ]
+    client.log_dict(run_id, {"suite": suite, "rows": rows}, SUITE_ARTIFACT.format(suite=suite))
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(name, value, now, step) for name, value in new.items()])
+    return len(new)
 
 
 class Tracker:
