@@ -113,7 +113,8 @@ def score_jobs(
         for n, (source, users) in enumerate(sources.items(), 1):
             noisy = images if source is None else perturb_test_set(images, dataset, source)
             for i in dict.fromkeys(users):
-                accuracy = evaluate(models[i], noisy, labels, normalizers[i], group[i].spec.recipe.eval_batch_size)
+                recipe = group[i].spec.recipe
+                accuracy = evaluate(models[i], noisy, labels, normalizers[i], recipe.eval_batch_size, recipe.precision)
                 for setting in group[i].settings:
                     if setting.same_images() == source:
                         scores[group[i].run_id][setting] = accuracy

@@ -66,18 +66,19 @@ class HealthMonitor:
     judged: bool = False
     window: list[float] = field(default_factory=list)
 
-    def check_epoch(self, epoch: int, step_losses: Sequence[float], accuracy: float) -> str | None:
+    def check_epoch(self, epoch: int, step_losses: Sequence[float], accuracy: float | None) -> str | None:
         """The reason the trial diverged after ``epoch`` (1-based), or None while it is healthy.
 
         step_losses: the training loss of each optimizer step of the epoch, in order (``EpochStats.step_losses``);
-        accuracy: clean test accuracy in percent after the epoch.
+        accuracy: clean test accuracy in percent after the epoch, None when the epoch was not evaluated
+        (see ``sweep.training.OverheadBudget``): then only the losses are judged.
         """
         for step, value in enumerate(step_losses):
             if not math.isfinite(value):
                 return f"loss is {value} at epoch {epoch} step {step + 1}"
         self.steps += len(step_losses)
         chance = 100.0 / self.num_classes
-        at_chance = accuracy < CHANCE_FACTOR * chance
+        at_chance = accuracy is not None and accuracy < CHANCE_FACTOR * chance
         if not self.judged:
             self.window.extend(float(value) for value in step_losses)
             if self.steps < MIN_STEPS:

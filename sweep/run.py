@@ -16,6 +16,7 @@ import uuid
 from typing import Any, NoReturn
 
 from sweep.catalog import SWEEPS, build_sweep
+from sweep.training import DEFAULT_OVERHEAD_BUDGET
 from sweep.data import DataUnavailable, load_dataset, resolve_data_root
 from sweep.specs import PROFILES, TrialSpec, parse_override
 from sweep.mirror import TrackingCallback, TrackingWriter, replay_trials, writer_for
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, errored ones retried")
     parser.add_argument("--sync", action="store_true", help="train nothing: deliver to MLflow what the sweep's trials reported and MLflow has not received (after an outage)")
     parser.add_argument("--tracking-wait", type=float, default=60, metavar="SECONDS", help="at the end, how long to wait for MLflow to take the writes still waiting (default 60)")
+    parser.add_argument("--overhead-budget", type=float, default=DEFAULT_OVERHEAD_BUDGET, metavar="FRACTION", help=f"the most of a trial's time its per-epoch test evaluation and checkpoints may take; other epochs report training metrics only (the first and last always evaluate; 1: every epoch; default {DEFAULT_OVERHEAD_BUDGET:g})")
     parser.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
     return parser
 
@@ -81,63 +83,78 @@ def _trial_resources(config: dict[str, Any]) -> dict[str, float]:
     return TrialSpec.from_dict(config["spec"]).resources(config["gpus"], config["node_cpus"])
 
 
-def _plan(args: argparse.Namespace) -> list[TrialSpec]:
+def _plan(args: argparse.Namespace, gpus: bool) -> list[TrialSpec]:
+    """The trials of the sweep asked for; in bf16 when they get GPUs (``gpus``), unless ``--set precision=``."""
     if args.sweep is None:
         raise UsageError(f"name a sweep: {', '.join(SWEEPS)} (or --list)")
     try:
-        overrides = [parse_override(text) for text in args.overrides]
+        overrides = [(None, "precision", "bf16" if gpus else "fp32")] + [parse_override(text) for text in args.overrides]
         return build_sweep(args.sweep, profile=args.profile, seeds=args.seeds, overrides=overrides)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
 
-def _check_sweep_record(storage: SweepStorage, record: dict[str, Any], continued: bool) -> dict[str, Any]:
-    """A sweep folder is continued (``--resume``, ``--sync``) only as it was started, and started only once.
-
-    Returns the record of the sweep: the one it was started with when ``continued``, else ``record``
-    with a new launch id (the id that its MLflow runs carry as the tag ``launch``).
-    """
-    text = storage.read_text(f"{record['sweep']}.sweep.json")
+def _started_record(storage: SweepStorage, sweep: str, continued: bool) -> dict[str, Any] | None:
+    """A sweep folder is continued (``--resume``, ``--sync``) only when it was started, and started only once:
+    the record of the started sweep when ``continued``, None for a sweep that may start."""
+    text = storage.read_text(f"{sweep}.sweep.json")
     if not continued:
         if text is not None:
-            raise UsageError(f"sweep {record['sweep']!r} already exists in {storage.location}: continue it with --resume, or pass another --storage")
-        return {**record, "launch": uuid.uuid4().hex[:12]}
+            raise UsageError(f"sweep {sweep!r} already exists in {storage.location}: continue it with --resume, or pass another --storage")
+        return None
     if text is None:
-        raise UsageError(f"nothing to continue: no sweep {record['sweep']!r} in {storage.location}")
-    started = json.loads(text)
-    if started["trial_keys"] != record["trial_keys"]:
+        raise UsageError(f"nothing to continue: no sweep {sweep!r} in {storage.location}")
+    return json.loads(text)
+
+
+def _check_continued(started: dict[str, Any], specs: list[TrialSpec], tracking_uri: str) -> None:
+    """A sweep is continued as it was started: the same trials, the same tracking store."""
+    if started["trial_keys"] != [s.key for s in specs]:
         raise UsageError("--resume and --sync continue the sweep as it was started: use the same --profile, --seeds and --set")
-    if started["tracking_uri"] != record["tracking_uri"]:
+    if started["tracking_uri"] != tracking_uri:
         raise UsageError(f"--resume and --sync continue the sweep with the tracking store it started with: {started['tracking_uri']}")
-    return {**record, "launch": started.get("launch", "")}  # sweeps started before launch ids: ""
+
+
+def _dry_run_gpus(args: argparse.Namespace) -> bool:
+    """Whether the trials would get GPUs, as far as this machine can tell without starting Ray."""
+    import torch
+
+    return args.gpus == "require" or (args.gpus == "auto" and torch.cuda.is_available())
 
 
 def _run(args: argparse.Namespace) -> int:
-    specs = _plan(args)
+    specs = _plan(args, gpus=False)  # every --set checked before anything else
     if args.dry_run:
-        print(_trial_table(specs))
+        gpus = _dry_run_gpus(args)
+        print(_trial_table(_plan(args, gpus)))
+        print(f"precision {'bf16' if gpus else 'fp32'} unless --set precision=: {'GPU' if gpus else 'no GPU'} trials, as far as this machine tells (--gpus {args.gpus})")
         return 0
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
+    if not args.overhead_budget > 0:
+        raise UsageError(f"--overhead-budget must be > 0, got {args.overhead_budget:g}")
     if args.resume and args.sync:
         raise UsageError("--resume already delivers what MLflow lacks: use --resume or --sync, not both")
 
     try:
         storage = resolve_storage(args.storage)
         tracking_uri = storage.tracking_uri(args.tracking_uri)
-        record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs]}
-        record = _check_sweep_record(storage, record, args.resume or args.sync)
+        started = _started_record(storage, args.sweep, args.resume or args.sync)
     except StorageError as error:
         raise UsageError(str(error)) from None
+    if started is not None:
+        specs = _plan(args, started.get("gpus", False))  # the precision it started with
+        _check_continued(started, specs, tracking_uri)
+    launch = uuid.uuid4().hex[:12] if started is None else started.get("launch", "")  # sweeps started before launch ids: ""
 
     for name, value in MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     artifact_root = storage.local / "mlartifacts" if storage.local is not None else None
     try:
-        Tracker(tracking_uri, args.sweep, artifact_root, record["launch"])  # the store answers, the experiment exists
+        Tracker(tracking_uri, args.sweep, artifact_root, launch)  # the store answers, the experiment exists
     except TrackingUnavailable as error:
         raise UsageError(str(error)) from None
-    writer = writer_for(tracking_uri, args.sweep, artifact_root, record["launch"])
+    writer = writer_for(tracking_uri, args.sweep, artifact_root, launch)
     if args.sync:
         replayed = replay_trials(storage, args.sweep, specs, writer)
         print(f"sweep {args.sweep}: delivering what {replayed} trials reported to {tracking_uri}", flush=True)
@@ -162,9 +179,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.gpus == "require" and not gpus:
         _wait_for_gpus(args.gpu_wait)
         gpus = True
+    if started is None:
+        specs = _plan(args, gpus)
+    record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs], "launch": launch, "gpus": gpus if started is None else started.get("gpus", False)}
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), _trial_resources)
-    param_space = {"spec": tune.grid_search([spec.to_dict() for spec in specs]), "gpus": gpus, "node_cpus": node_cpus}
+    param_space = {"spec": tune.grid_search([spec.to_dict() for spec in specs]), "gpus": gpus, "node_cpus": node_cpus, "overhead_budget": args.overhead_budget}
     if args.resume and tune.Tuner.can_restore(storage.path(args.sweep)):
         # The param space again: Tune keeps it in its experiment state, which a driver stopped right
         # after creating the Tuner has not written yet.
@@ -186,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
                 storage_path=storage.location,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[TrackingCallback(tracking_uri, args.sweep, artifact_root, record["launch"])],
+                callbacks=[TrackingCallback(tracking_uri, args.sweep, artifact_root, launch)],
             ),
         )
     print(f"sweep {args.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {tracking_uri}", flush=True)

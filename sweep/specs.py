@@ -17,6 +17,7 @@ from models import ModelSpec
 
 __all__ = [
     "DATASETS",
+    "PRECISIONS",
     "PROFILES",
     "Recipe",
     "TRIAL_RESOURCES",
@@ -30,6 +31,10 @@ __all__ = [
 # dataset -> (architecture it is trained with, number of classes)
 DATASETS: dict[str, tuple[str, int]] = {"mnist": ("lenet", 10), "cifar10": ("wrn", 10), "cifar100": ("wrn", 100)}
 PROFILES = ("paper", "smoke")
+PRECISIONS = ("fp32", "bf16")
+# Fields added after trial keys and recipe ids were first published: they enter the hashes only when they
+# differ from these values, so that every key and id made before them stays what it was.
+_HASHED_UNLESS = {"precision": "fp32", "compile": False}
 # Ray resources of one trial on a GPU cluster: LeNets pack four to a GPU, a WRN takes a whole one.
 # Without GPUs a trial takes the CPUs alone and uses that many torch threads.
 TRIAL_RESOURCES: dict[str, dict[str, float]] = {"lenet": {"cpu": 1, "gpu": 0.25}, "wrn": {"cpu": 2, "gpu": 1}}
@@ -53,6 +58,10 @@ class Recipe:
         max_train_batches: stop each epoch after this many batches (None: the whole training set).
         max_test_images: score on the first this many test images (None: the whole test set).
         eval_batch_size: images per forward pass at test time.
+        precision: ``fp32``, or ``bf16``: forward pass and loss under ``torch.autocast`` in bfloat16 (the
+            weights, gradients and optimizer state stay fp32), in training and in scoring. ``sweep.run``
+            makes it ``bf16`` when the trials get GPUs, unless ``--set precision=`` says otherwise.
+        compile: train and score through ``torch.compile(model)``.
     """
 
     epochs: int
@@ -70,6 +79,8 @@ class Recipe:
     max_train_batches: int | None = None
     max_test_images: int | None = None
     eval_batch_size: int = 1000
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _positive_int(self, "epochs")
@@ -88,6 +99,8 @@ class Recipe:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0")
         milestones = tuple(self.milestones)
@@ -102,8 +115,12 @@ class Recipe:
     @property
     def id(self) -> str:
         """Short stable id of every field (8 hex digits): equal recipes, equal ids, in any process."""
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.hashed_fields(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+    def hashed_fields(self) -> dict[str, Any]:
+        """The fields that identify the recipe: all of them, less later ones at their first value."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if _HASHED_UNLESS.get(k, object()) != v}
 
     def params(self) -> dict[str, Any]:
         """The fields as MLflow params; :meth:`from_params` reads them back."""
@@ -194,7 +211,7 @@ class TrialSpec:
     @property
     def key(self) -> str:
         """Stable id: readable prefix plus a hash of every field. Equal specs, equal keys, in any process."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps({**self.to_dict(), "recipe": self.recipe.hashed_fields()}, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
         return f"{self.dataset}-{self.model.name}-s{self.seed}-{digest}"
 
@@ -240,6 +257,8 @@ def _parse_field(key: str, raw: str, annotation: str) -> Any:
         return raw.lower() in ("true", "1", "yes")
     if raw.lower() == "none" and "None" in annotation:
         return None
+    if annotation == "str":
+        return raw
     return int(raw) if annotation.startswith("int") else float(raw)
 
 

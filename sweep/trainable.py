@@ -1,4 +1,5 @@
-"""The Ray Tune function trainable: one trial = one model trained, checkpointed each epoch, then scored.
+"""The Ray Tune function trainable: one trial = one model trained, evaluated and checkpointed at the epochs
+its overhead budget allows (the first and the last always), then scored.
 
 It reports to Tune only (``ray.tune.report``); tracking happens on the driver (see sweep.tracking), so
 trials need no access to the MLflow store.
@@ -10,6 +11,7 @@ import dataclasses
 import os
 import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,9 @@ from sweep.metrics import noise_metric
 from sweep.health import HealthMonitor
 from sweep.specs import TrialSpec
 from sweep.training import (
+    DEFAULT_OVERHEAD_BUDGET,
     NonFiniteLoss,
+    OverheadBudget,
     Normalizer,
     capped_test_set,
     evaluate,
@@ -109,13 +113,15 @@ def restore_trial_state(
 
 def _report_diverged(reason: str, healthy_epochs: int, node_id: str) -> None:
     """End the trial as diverged: a normal return, so that Ray does not retry a collapse that would only
-    repeat, and no new checkpoint, so that the last one kept is the last healthy epoch."""
+    repeat, and no new checkpoint, so that the last one kept is from a healthy epoch."""
     tune.report({"node_id": node_id, "health": "diverged", "health_reason": reason, "epoch": healthy_epochs})
 
 
 def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None:
     """Train and score the trial in ``config["spec"]`` (a TrialSpec dict) on ``data[spec.dataset]``.
 
+    Every epoch reports its training metrics; the epochs :class:`OverheadBudget` picks (with
+    ``config["overhead_budget"]``, the first and the last always) also report ``test_acc`` and a checkpoint.
     Resumes from ``tune.get_checkpoint()`` when Tune restarts the trial (worker lost, sweep resumed).
     """
     spec = TrialSpec.from_dict(config["spec"])
@@ -128,13 +134,16 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
     tensors = data[spec.dataset]
     train_images, train_labels = tensors.train_images.to(device), tensors.train_labels.to(device)
     test_images, test_labels = capped_test_set(tensors.test_images.to(device), tensors.test_labels.to(device), recipe)
-    normalize = Normalizer(*MEAN_STD[spec.dataset], device=device, enabled=recipe.normalize)
+    # channels-last lets cuDNN use its fastest (NHWC, tensor-core) kernels for the WRN's convolutions.
+    channels_last = device.type == "cuda" and spec.model.arch == "wrn"
+    normalize = Normalizer(*MEAN_STD[spec.dataset], device=device, enabled=recipe.normalize, channels_last=channels_last)
 
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
-    model = build_model(spec.model).to(device)
+    model = build_model(spec.model).to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = make_optimizer(model, recipe)
+    network = torch.compile(model) if recipe.compile else model  # shares the parameters; checkpoints save ``model``
     monitor = HealthMonitor(spec.model.num_classes)
 
     start_epoch, final_metrics = 0, None
@@ -149,13 +158,17 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
 
     node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the trial
     steps = steps_per_epoch(recipe, len(train_images))
+    budget = OverheadBudget(config.get("overhead_budget", DEFAULT_OVERHEAD_BUDGET))
     for epoch in range(start_epoch, recipe.epochs):
         try:
-            stats = train_epoch(model, optimizer, train_images, train_labels, recipe, normalize, generator, epoch)
+            stats = train_epoch(network, optimizer, train_images, train_labels, recipe, normalize, generator, epoch)
         except NonFiniteLoss as error:
             _report_diverged(f"loss is {error.value} at epoch {epoch + 1} step {error.step + 1}", epoch, node_id)
             return
-        test_acc = evaluate(model, test_images, test_labels, normalize, recipe.eval_batch_size)
+        overhead_start = time.perf_counter()
+        last = epoch + 1 == recipe.epochs
+        due = budget.due(first=epoch == start_epoch, last=last, train_seconds=stats.seconds)
+        test_acc = evaluate(network, test_images, test_labels, normalize, recipe.eval_batch_size, recipe.precision) if due else None
         reason = monitor.check_epoch(epoch + 1, stats.step_losses, test_acc)
         if reason is not None:
             _report_diverged(reason, epoch, node_id)
@@ -166,15 +179,19 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
             "epoch": epoch + 1,
             "train_loss": stats.loss,
             "train_acc": stats.accuracy,
-            "test_acc": test_acc,
+            **({"test_acc": test_acc} if due else {}),
             "lr": learning_rate(recipe, epoch, 0, steps),
             "epoch_seconds": stats.seconds,
             "images_per_second": stats.images / stats.seconds,
         }
-        if epoch + 1 == recipe.epochs:
-            scores = evaluate_suite(model, spec.dataset, test_images, test_labels, normalize, recipe.eval_batch_size, test_acc)
+        if last:
+            scores = evaluate_suite(network, spec.dataset, test_images, test_labels, normalize, recipe.eval_batch_size, test_acc, recipe.precision)
             metrics.update({noise_metric(s.noise, s.level): accuracy for s, accuracy in scores})
             final_metrics = metrics
-        with tempfile.TemporaryDirectory() as directory:
-            save_trial_state(directory, model, optimizer, monitor, generator, epoch + 1, final_metrics)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        if not due:
+            tune.report(metrics)
+        else:
+            with tempfile.TemporaryDirectory() as directory:
+                save_trial_state(directory, model, optimizer, monitor, generator, epoch + 1, final_metrics)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        budget.spend(time.perf_counter() - overhead_start, evaluated=due)

@@ -20,9 +20,11 @@ __all__ = [
     "EpochStats",
     "Normalizer",
     "augment",
+    "autocast",
     "evaluate",
     "evaluate_suite",
     "NonFiniteLoss",
+    "OverheadBudget",
     "learning_rate",
     "make_optimizer",
     "steps_per_epoch",
@@ -32,15 +34,29 @@ __all__ = [
 
 
 class Normalizer:
-    """``(x - mean) / std`` per channel, or the identity; x: (N, C, H, W) in [0, 1]."""
+    """The model's input from images: ``(x - mean) / std`` per channel, or the identity; x: (N, C, H, W) in
+    [0, 1]. With ``channels_last`` the input is laid out NHWC in memory, as a channels-last model wants it."""
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, enabled: bool) -> None:
+    def __init__(
+        self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, enabled: bool, channels_last: bool = False
+    ) -> None:
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
         self.enabled = enabled
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return (images - self.mean) / self.std if self.enabled else images
+        normalized = (images - self.mean) / self.std if self.enabled else images
+        return normalized.contiguous(memory_format=self.memory_format)
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The autocast context of a recipe's ``precision``: bfloat16 for ``bf16`` (on CPU too), off for ``fp32``.
+
+    Under it the forward pass and the loss run in bf16 where autocast deems it safe; parameters, gradients
+    and the optimizer state stay fp32, so no loss scaling is needed (bf16 has fp32's exponent range).
+    """
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,40 @@ class EpochStats:
     images: int
     seconds: float
     step_losses: tuple[float, ...]
+
+
+DEFAULT_OVERHEAD_BUDGET = 0.05
+
+
+@dataclass
+class OverheadBudget:
+    """At which epochs a trial evaluates on the clean test set and checkpoints (its per-epoch overhead).
+
+    The first epoch it trains and the last always do; any other does when the overhead spent so far plus
+    what the last one cost stays within ``fraction`` of the trial's time. A GPU epoch of a LeNet takes
+    about as long as evaluating and checkpointing it, a CPU one ten times as long, a WRN's a hundred times:
+    one rule keeps the overhead at ``fraction`` on each. ``fraction`` >= 1: every epoch.
+    """
+
+    fraction: float = DEFAULT_OVERHEAD_BUDGET
+    spent: float = 0.0  # seconds of overhead so far
+    elapsed: float = 0.0  # seconds of training and overhead so far
+    last_cost: float = 0.0
+
+    def due(self, first: bool, last: bool, train_seconds: float) -> bool:
+        """Whether the epoch that just trained for ``train_seconds`` evaluates and checkpoints."""
+        self.elapsed += train_seconds
+        if first or last:
+            return True
+        projected = self.spent + self.last_cost
+        return projected <= self.fraction * (self.elapsed + self.last_cost)
+
+    def spend(self, seconds: float, evaluated: bool) -> None:
+        """Count the ``seconds`` the epoch spent after training (evaluation, checkpoint, report)."""
+        self.spent += seconds
+        self.elapsed += seconds
+        if evaluated:
+            self.last_cost = seconds
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
@@ -149,8 +199,9 @@ def train_epoch(
         if recipe.augment:
             batch = augment(batch, generator)
         target = labels[index]
-        logits = model(normalize(batch))
-        loss = F.cross_entropy(logits, target)
+        with autocast(recipe.precision, images.device):
+            logits = model(normalize(batch))
+            loss = F.cross_entropy(logits, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if recipe.grad_clip is not None:
@@ -177,13 +228,20 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer, batch_size: int
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalize: Normalizer,
+    batch_size: int,
+    precision: str = "fp32",
 ) -> float:
-    """Accuracy in percent. images: (N, C, H, W) float in [0, 1] (possibly noisy), labels: (N,) int64."""
+    """Accuracy in percent. images: (N, C, H, W) float in [0, 1] (possibly noisy), labels: (N,) int64;
+    precision: the recipe's (see :func:`autocast`)."""
     model.eval()
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
-    for batch, target in zip(images.split(batch_size), labels.split(batch_size)):
-        correct += (model(normalize(batch)).argmax(1) == target).sum()
+    with autocast(precision, images.device):
+        for batch, target in zip(images.split(batch_size), labels.split(batch_size)):
+            correct += (model(normalize(batch)).argmax(1) == target).sum()
     return 100.0 * correct.item() / len(images)
 
 
@@ -201,20 +259,21 @@ def evaluate_suite(
     normalize: Normalizer,
     batch_size: int,
     clean_accuracy: float | None = None,
+    precision: str = "fp32",
 ) -> list[tuple[Perturbation, float]]:
     """Accuracy in percent on every setting of ``noise_suite(dataset)``, in suite order.
 
     images: (N, C, H, W) float in [0, 1]. Every model sees the same noisy images (see perturb_test_set).
     clean_accuracy: the accuracy on ``images`` when the caller has just measured it (it is the score of
-    every setting that leaves the images unchanged); measured here when None.
+    every setting that leaves the images unchanged); measured here when None. precision: see :func:`evaluate`.
     """
     if clean_accuracy is None:
-        clean_accuracy = evaluate(model, images, labels, normalize, batch_size)
+        clean_accuracy = evaluate(model, images, labels, normalize, batch_size, precision)
     results = []
     for setting in noise_suite(dataset):
         if setting.is_identity:
             results.append((setting, clean_accuracy))
             continue
         noisy = perturb_test_set(images, dataset, setting)
-        results.append((setting, evaluate(model, noisy, labels, normalize, batch_size)))
+        results.append((setting, evaluate(model, noisy, labels, normalize, batch_size, precision)))
     return results

@@ -47,20 +47,44 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
-def start_mlflow_server(folder: Path, port: int, log: Path, auth_password: str | None = None) -> subprocess.Popen:
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL the process group a test started, at once (a host or server that crashes), and reap it.
+    Unlike ``stop``, it waits for nothing: a server stopped with SIGTERM may wait for its clients' open
+    connections before it exits."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def start_mlflow_server(
+    folder: Path, port: int, log: Path, auth_password: str | None = None, workers: int | None = None
+) -> subprocess.Popen:
     """An MLflow tracking server on 127.0.0.1:``port`` with its SQLite store and artifacts in ``folder``
     (reused when started again there), ready to answer when this returns. With ``auth_password``, it runs
-    MLflow's basic-auth app, whose user ``admin`` has that password (its user store is in ``folder`` too)."""
+    MLflow's basic-auth app, whose user ``admin`` has that password (its user store is in ``folder`` too).
+    ``workers``: its worker processes (MLflow's default, 4, when None); one starts faster on a small machine."""
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    extra = []
+    extra = [] if workers is None else ["--workers", str(workers)]
     if auth_password is not None:
         env.update(MLFLOW_AUTH_ADMIN_PASSWORD=auth_password, MLFLOW_FLASK_SERVER_SECRET_KEY="tests-only-secret")
-        extra = ["--app-name", "basic-auth"]
+        extra += ["--app-name", "basic-auth"]
     process = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts"), *extra],
         cwd=folder, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200, 120, "MLflow server")
+
+    def ready() -> bool:
+        if process.poll() is not None:  # it failed to start: no use waiting for it
+            return True
+        with contextlib.suppress(OSError):
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+        return False
+
+    wait_for(ready, 120, "MLflow server")
+    if process.poll() is not None:
+        raise RuntimeError(f"the MLflow server exited with status {process.returncode} as it started: see {log}")
     return process

@@ -133,3 +133,20 @@ def test_a_recipe_is_described_by_its_closest_profile_and_what_differs(arch, cha
     assert describe_recipe(arch, dataclasses.replace(default_recipe(arch, "paper"), **changes)) == described
     smoke = dataclasses.replace(default_recipe(arch, "smoke"), epochs=2)
     assert describe_recipe(arch, smoke) == ("smoke", "epochs=2")
+
+
+def test_precision_and_compile_are_recipe_fields_in_the_key_the_id_and_the_params():
+    fp32 = build_sweep("lenet")[4]
+    bf16 = apply_overrides(fp32, [parse_override("precision=bf16")])
+    compiled = apply_overrides(fp32, [parse_override("compile=true")])
+    assert (fp32.recipe.precision, bf16.recipe.precision, compiled.recipe.compile) == ("fp32", "bf16", True)
+    assert len({fp32.key, bf16.key, compiled.key}) == 3 and len({fp32.recipe.id, bf16.recipe.id, compiled.recipe.id}) == 3
+    assert bf16.params()["precision"] == "bf16" and compiled.params()["compile"] is True
+    assert Recipe.from_params({k: str(v) for k, v in bf16.params().items()}) == bf16.recipe
+    # Added after keys were first published: at their first values they leave every earlier key and id as it was.
+    assert "precision" not in fp32.recipe.hashed_fields() and "compile" not in fp32.recipe.hashed_fields()
+    first = build_sweep("lenet")[0]
+    assert (first.key, first.recipe.id) == ("mnist-A-s0-cb52cd1aa8", "0192aeed")  # as published before these fields
+    assert bf16.recipe.hashed_fields()["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        apply_overrides(fp32, [parse_override("precision=fp16")])

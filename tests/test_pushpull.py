@@ -198,3 +198,20 @@ def test_scripts_compiles_and_exports_to_the_same_function(train_alpha):
     assert torch.allclose(compiled(image), expected, atol=1e-5)
     exported = torch.export.export(layer, (image,))
     assert torch.allclose(exported.module()(image), expected, atol=1e-5)
+
+
+def test_under_bf16_autocast_the_output_is_close_and_the_gradients_finite():
+    torch.manual_seed(0)
+    layer = PushPull2d(3, 8, kernel_size=5, padding=2, h=2, alpha=1)
+    x = torch.rand(4, 3, 32, 32)
+    fp32 = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # The pull kernel is resized from the fp32 push weights, in fp32 (a few hundred numbers, exact);
+        # only the two convolutions run in bf16.
+        assert layer.pull_weight.dtype == torch.float32
+        bf16 = layer(x)
+    assert bf16.dtype == torch.bfloat16
+    assert ((bf16.float() - fp32).norm() / fp32.norm()).item() < 0.01
+    bf16.float().square().mean().backward()
+    assert layer.push.weight.grad.dtype == torch.float32
+    assert torch.isfinite(layer.push.weight.grad).all() and layer.push.weight.grad.abs().sum() > 0

@@ -203,7 +203,9 @@ def test_a_trial_whose_worker_dies_resumes_bit_for_bit(ray_cluster, tmp_path):
     data = {"mnist": load_dataset("mnist", tmp_path / "data")}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trial_killed_in_epoch, data=data), {"cpu": 1}),
-        param_space={"spec": RESUME_SPEC.to_dict(), "killed_in": tune.grid_search([None, KILLED_IN])},
+        # overhead_budget 1: every epoch evaluates and checkpoints, so that the worker dies right after the
+        # checkpoint of epoch KILLED_IN - 1.
+        param_space={"spec": RESUME_SPEC.to_dict(), "killed_in": tune.grid_search([None, KILLED_IN]), "overhead_budget": 1.0},
         run_config=tune.RunConfig(
             name="resume",
             storage_path=str(tmp_path / "store"),

@@ -94,8 +94,8 @@ def test_dry_run_lists_the_distinct_trials_of_paper_full(seeds, count):
     result = run_cli("paper_full", "--dry-run", "--seeds", seeds)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[-1] == f"{count} trials"
-    keys = [line.split()[0] for line in lines[1:-1]]
+    assert lines[-2] == f"{count} trials"
+    keys = [line.split()[0] for line in lines[1:-2]]
     assert len(keys) == len(set(keys)) == count
     assert keys == [spec.key for spec in build_sweep("paper_full", seeds=int(seeds))]
 
@@ -177,7 +177,9 @@ def finished_runs(storage: Path) -> int:
 
 
 def test_interrupted_sweep_resumes_to_exactly_one_run_per_trial(ray_cluster, tmp_path, mnist_root):
-    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "1", "--set", "epochs=3"]
+    # --overhead-budget 1: every epoch evaluates, so that every epoch's test_acc can be checked below.
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "1", "--set", "epochs=3",
+            "--overhead-budget", "1"]
     driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
@@ -280,11 +282,25 @@ def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster
         assert [p.name for p in trial_dir.glob("checkpoint_*")] == ["checkpoint_000000"]  # the last healthy one
 
 
-def test_healthy_trials_are_tagged_healthy(ray_cluster, tmp_path, mnist_root):
-    assert main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root)]) == 0
+def test_a_bf16_sweep_trains_healthy_runs_that_carry_their_precision(ray_cluster, tmp_path, mnist_root):
+    assert main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--set", "precision=bf16"]) == 0
     runs = runs_of(tmp_path, "lenet")
     assert len(runs) == 8 and {r.data.tags["health"] for r in runs} == {"healthy"}
     assert all(r.data.metrics["test_acc"] > 15 for r in runs)
+    assert {r.data.params["precision"] for r in runs} == {"bf16"}
+    bf16_keys = {spec.key for spec in build_sweep("lenet", profile="smoke", overrides=[(None, "precision", "bf16")])}
+    assert {r.data.tags["trial_key"] for r in runs} == bf16_keys
+    assert not bf16_keys & {spec.key for spec in build_sweep("lenet", profile="smoke")}  # fp32 trials are other trials
+
+
+def test_dry_run_on_a_machine_without_gpus_plans_fp32_and_gpus_require_plans_bf16():
+    cpu = run_cli("lenet", "--dry-run")
+    gpu = run_cli("lenet", "--dry-run", "--gpus", "require")
+    assert cpu.returncode == gpu.returncode == 0
+    assert cpu.stdout.splitlines()[-1] == "precision fp32 unless --set precision=: no GPU trials, as far as this machine tells (--gpus auto)"
+    assert gpu.stdout.splitlines()[-1] == "precision bf16 unless --set precision=: GPU trials, as far as this machine tells (--gpus require)"
+    bf16_keys = [spec.key for spec in build_sweep("lenet", overrides=[(None, "precision", "bf16")])]
+    assert [line.split()[0] for line in gpu.stdout.splitlines()[1:9]] == bf16_keys
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from sweep.mirror import TrackingWriter
 from sweep.run import EXIT_WRITES_WAIT, main
 from sweep.tracking import Tracker
 from tests.datasets import write_mnist
-from tests.processes import free_ports, start_mlflow_server, stop, wait_for
+from tests.processes import free_ports, kill, start_mlflow_server, stop, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 SPEC = build_sweep("lenet", profile="smoke")[0]
@@ -136,7 +136,9 @@ def mnist_root(tmp_path_factory):
 
 
 def sweep_args(storage: Path, mnist_root: Path, epochs: int, *extra: str) -> list[str]:
-    return ["lenet", "--profile", "smoke", "--storage", str(storage), "--data-root", str(mnist_root), "--set", f"epochs={epochs}", *extra]
+    # --overhead-budget 1: every epoch evaluates, so that assert_every_trial_once can check every epoch's test_acc.
+    return ["lenet", "--profile", "smoke", "--storage", str(storage), "--data-root", str(mnist_root), "--set", f"epochs={epochs}",
+            "--overhead-budget", "1", *extra]
 
 
 def start_driver(args: list[str], ray_address: str, log: Path) -> subprocess.Popen:
@@ -169,40 +171,54 @@ def reported_epochs(storage: Path) -> int:
     return sum(len(p.read_text().splitlines()) for p in (storage / "lenet").glob("*/result.json"))
 
 
+MLFLOW_GIVES_UP_S = 3  # MLflow's client retries a request this long with sweep.run's MLFLOW_HTTP_REQUEST_* defaults
+
+
+def writer_reports_unavailable(log: Path, uri: str) -> bool:
+    """Whether the driver's MLflow writer last said that the store at ``uri`` is unavailable (a write failed,
+    which the writer retries in the background), not yet that it is back."""
+    text = log.read_text()
+    return text.rfind(f"MLflow at {uri} is unavailable") > text.rfind(f"MLflow at {uri} is back after")
+
+
 def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cluster, tmp_path, mnist_root):
     port = free_ports(1)[0]
     uri = f"http://127.0.0.1:{port}"
-    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
-    epochs = 16
+    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
+    epochs = 8
     driver = start_driver(sweep_args(tmp_path / "store", mnist_root, epochs, "--tracking-uri", uri), ray_cluster, tmp_path / "driver.log")
     try:
         wait_for(lambda: logged_epochs(uri) >= 2, 180, "the first epochs in MLflow")
-        stop(server)
-        before = reported_epochs(tmp_path / "store")
-        # MLflow's client gives a request up after 2 retries, about 3 s here (sweep.run's defaults); 12 s is
-        # far longer. The driver outlives the outage: training, or waiting up to --tracking-wait at the end.
-        time.sleep(12)
+        kill(server)
+        outage_start, before = time.monotonic(), reported_epochs(tmp_path / "store")
+        # MLflow's client gives a request up after 2 retries, about 3 s here (sweep.run's defaults). The server
+        # stays away twice as long at least, and until a write has failed (the writer says so) and 8 more epochs
+        # have trained; then it takes seconds to start again. The driver outlives the outage: training, or
+        # waiting up to --tracking-wait at the end.
+        wait_for(lambda: writer_reports_unavailable(tmp_path / "driver.log", uri) and reported_epochs(tmp_path / "store") >= before + 8,
+                 180, "the writer's word of the outage, and 8 more epochs")
+        time.sleep(max(0.0, outage_start + 2 * MLFLOW_GIVES_UP_S - time.monotonic()))
         assert driver.poll() is None and reported_epochs(tmp_path / "store") >= before + 8  # training went on
-        server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
+        server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
         assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]
         log = (tmp_path / "driver.log").read_text()
         assert f"MLflow at {uri} is unavailable" in log and f"MLflow at {uri} is back after" in log
         assert_every_trial_once(uri, epochs)
     finally:
         stop(driver)
-        stop(server)
+        kill(server)
 
 
 def test_writes_that_wait_when_the_sweep_ends_are_delivered_by_sync(ray_cluster, tmp_path, mnist_root, capsys):
     port = free_ports(1)[0]
     uri = f"http://127.0.0.1:{port}"
-    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
-    epochs = 10
+    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
+    epochs = 2
     args = sweep_args(tmp_path / "store", mnist_root, epochs, "--tracking-uri", uri)
     driver = start_driver([*args, "--tracking-wait", "3"], ray_cluster, tmp_path / "driver.log")
     try:
         wait_for(lambda: logged_epochs(uri) >= 1, 180, "the first epoch in MLflow")
-        stop(server)  # and it does not come back during the sweep
+        kill(server)  # and it does not come back during the sweep
         assert driver.poll() is None  # mid-sweep
         assert driver.wait(timeout=400) == EXIT_WRITES_WAIT
     finally:
@@ -213,18 +229,18 @@ def test_writes_that_wait_when_the_sweep_ends_are_delivered_by_sync(ray_cluster,
     assert len(waiting) == 1 and " MLflow writes wait for " in waiting[0] and "again with --sync" in waiting[0]
     assert int(waiting[0].split()[1]) > 0
 
-    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log")
+    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
     try:
         assert main([*args, "--sync"]) == 0
         assert_every_trial_once(uri, epochs)
         assert main([*args, "--sync"]) == 0  # again: nothing new, nothing doubled
         assert_every_trial_once(uri, epochs)
     finally:
-        stop(server)
+        kill(server)
 
 
 def test_a_driver_killed_mid_sweep_resumes_without_a_duplicate_run_or_point(ray_cluster, tmp_path, mnist_root):
-    epochs = 8
+    epochs = 4
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = sweep_args(tmp_path, mnist_root, epochs)
     driver = start_driver(args, ray_cluster, tmp_path / "driver.log")
@@ -274,9 +290,9 @@ def test_a_driver_that_stops_between_recording_the_sweep_and_starting_tune_resum
 def auth_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("auth")
     port = free_ports(1)[0]
-    server = start_mlflow_server(folder / "server", port, folder / "mlflow.log", auth_password="right-password")
+    server = start_mlflow_server(folder / "server", port, folder / "mlflow.log", auth_password="right-password", workers=1)
     yield f"http://127.0.0.1:{port}"
-    stop(server)
+    kill(server)
 
 
 @pytest.mark.parametrize(

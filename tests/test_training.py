@@ -17,6 +17,7 @@ from sweep.specs import default_recipe
 from sweep.training import (
     NonFiniteLoss,
     Normalizer,
+    OverheadBudget,
     capped_test_set,
     evaluate,
     evaluate_suite,
@@ -234,3 +235,41 @@ def test_a_trial_resumed_between_epochs_gets_the_verdict_of_an_unbroken_one(name
         assert verdicts[2][0].startswith(verdict) and verdicts[2][0] == whole.replace("(epoch 1)", "(epoch 3)")
     older = {"num_classes": 10, "steps": 300, "judged": True}  # the health state of a checkpoint written before the window
     assert HealthMonitor(**older) == HealthMonitor(10, 300, True, [])
+
+
+def epochs_due(budget: OverheadBudget, epochs: int, train_seconds: float, overhead_seconds: float) -> list[int]:
+    """The 1-based epochs a trial evaluates at, each epoch training for train_seconds and each evaluation
+    (with its checkpoint) costing overhead_seconds, as the trainable runs the budget."""
+    due = []
+    for epoch in range(1, epochs + 1):
+        if budget.due(first=epoch == 1, last=epoch == epochs, train_seconds=train_seconds):
+            due.append(epoch)
+            budget.spend(overhead_seconds, evaluated=True)
+        else:
+            budget.spend(0.0, evaluated=False)
+    return due
+
+
+def test_the_overhead_budget_evaluates_the_first_and_last_epoch_and_others_within_the_fraction():
+    # By hand, at 5 %: after epoch 1 the overhead is 0.23 s; the n-th evaluation is due at the first
+    # epoch k with n * 0.23 <= 5 % of (k + n * 0.23), k >= 20 * n * 0.23 - n * 0.23: 8.74, 13.11, 17.48
+    # (and 21.85, past the last epoch, 20).
+    assert epochs_due(OverheadBudget(0.05), 20, train_seconds=1.0, overhead_seconds=0.23) == [1, 9, 14, 18, 20]
+    # A GPU LeNet (evaluating costs as much as training): first and last only, over 10 epochs.
+    assert epochs_due(OverheadBudget(0.05), 10, train_seconds=1.0, overhead_seconds=1.0) == [1, 10]
+    # A WRN epoch a hundred times its evaluation: every epoch.
+    assert epochs_due(OverheadBudget(0.05), 10, train_seconds=100.0, overhead_seconds=1.0) == list(range(1, 11))
+    assert epochs_due(OverheadBudget(1.0), 10, train_seconds=1.0, overhead_seconds=1.0) == list(range(1, 11))
+    # Over a long trial the overhead settles at the fraction.
+    budget = OverheadBudget(0.05)
+    epochs_due(budget, 400, train_seconds=1.0, overhead_seconds=0.2)
+    assert 0.045 < budget.spent / budget.elapsed <= 0.0505
+
+
+def test_an_epoch_without_evaluation_is_judged_on_its_losses_alone():
+    monitor = HealthMonitor(num_classes=10)
+    learning = [2.3 - 0.01 * i for i in range(200)]
+    assert monitor.check_epoch(1, learning, None) is None and monitor.judged
+    assert monitor.check_epoch(2, [0.5] * 10, None) is None
+    assert monitor.check_epoch(3, [0.5] * 10, 10.0) == "clean test accuracy fell back to chance: 10.00 % at epoch 3"
+    assert monitor.check_epoch(4, [float("nan")], None) == "loss is nan at epoch 4 step 1"
