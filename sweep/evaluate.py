@@ -105,21 +105,20 @@ def score_jobs(
         images, labels = capped_test_set(tensors.test_images.to(target), tensors.test_labels.to(target), group[0].spec.recipe)
         models = [_load_model(job, target) for job in group]
         normalizers = [Normalizer(*MEAN_STD[dataset], device=target, enabled=job.spec.recipe.normalize) for job in group]
-        sources: dict[Perturbation | None, list[int]] = {}
+        # source (the setting whose images a setting shares; None: clean) -> job index -> its settings
+        sources: dict[Perturbation | None, dict[int, list[Perturbation]]] = {}
         for i, job in enumerate(group):
             for setting in job.settings:
-                sources.setdefault(setting.same_images(), []).append(i)
+                sources.setdefault(setting.same_images(), {}).setdefault(i, []).append(setting)
         started = time.monotonic()
         for n, (source, users) in enumerate(sources.items(), 1):
             noisy = images if source is None else perturb_test_set(images, dataset, source)
-            for i in dict.fromkeys(users):
+            for i, settings in users.items():
                 recipe = group[i].spec.recipe
                 accuracy = evaluate(models[i], noisy, labels, normalizers[i], recipe.eval_batch_size, recipe.precision)
-                for setting in group[i].settings:
-                    if setting.same_images() == source:
-                        scores[group[i].run_id][setting] = accuracy
+                scores[group[i].run_id].update(dict.fromkeys(settings, accuracy))
             name = "clean" if source is None else f"{source.noise} {source.level:g}"
-            progress(f"{dataset}: [{n}/{len(sources)}] {name}: {len(set(users))} models scored ({time.monotonic() - started:.0f} s)")
+            progress(f"{dataset}: [{n}/{len(sources)}] {name}: {len(users)} models scored ({time.monotonic() - started:.0f} s)")
     return scores
 
 

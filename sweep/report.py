@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 
 from perturb import PAPER_SUITE, SUITES, Noise, suite_settings  # noqa: E402
 from sweep.paper import PAPER_TABLES, READINGS, PaperTable  # noqa: E402
-from sweep.tables import MODEL, NOISE_ORDER, Aggregation, has_measurements, twin_name  # noqa: E402
+from sweep.tables import MODEL, NOISE_ORDER, Aggregation, has_measurements, poisson_cells_as, twin_name  # noqa: E402
 
 __all__ = ["write_report"]
 
@@ -127,9 +127,7 @@ def _suite_figure(noise: str, recipe: str, dataset: str, aggregation: Aggregatio
     paper = aggregation.paper
     rows = paper.iloc[:0]
     if Noise.parse(noise).level_is_contrast:
-        printed = paper[(paper["noise"] == "poisson") & (paper["dataset"] == dataset) & paper["model"].isin(models)]
-        contrast = printed["measured_level"].where(printed["measured_noise"] != "clean", printed["level"])
-        rows = printed.assign(measured_noise=noise, measured_level=contrast)
+        rows = poisson_cells_as(noise, paper[(paper["dataset"] == dataset) & paper["model"].isin(models)])
     levels = sorted(set(zip(cells["noise"], cells["level"])), key=_noise_key)
     effect = aggregation.effect[(aggregation.effect["recipe"] == recipe) & (aggregation.effect["dataset"] == dataset)]
     labels = ["clean" if n == "clean" else f"{v:g}" for n, v in levels]  # one noise: its name is in the title

@@ -179,9 +179,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.gpus == "require" and not gpus:
         _wait_for_gpus(args.gpu_wait)
         gpus = True
-    if started is None:
-        specs = _plan(args, gpus)
-    record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs], "launch": launch, "gpus": gpus if started is None else started.get("gpus", False)}
+    planned_gpus = gpus if started is None else started.get("gpus", False)  # what the precision was chosen for
+    specs = _plan(args, planned_gpus)
+    record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs], "launch": launch, "gpus": planned_gpus}
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), _trial_resources)
     param_space = {"spec": tune.grid_search([spec.to_dict() for spec in specs]), "gpus": gpus, "node_cpus": node_cpus, "overhead_budget": args.overhead_budget}

@@ -31,6 +31,7 @@ __all__ = [
     "excluded_trials",
     "has_measurements",
     "paper_table",
+    "poisson_cells_as",
     "pushpull_effect",
     "reading_fit",
     "recipe_id",
@@ -339,6 +340,14 @@ def reading_fit(compared: pd.DataFrame) -> pd.DataFrame:
     return fit[columns]
 
 
+def poisson_cells_as(noise: str, paper: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Poisson cells (of :func:`paper_cells`, every reading) compared with ``noise``, a noise whose
+    level is a contrast, at the contrast each reading means (a CIFAR C = 1 cell at C = 1, not clean)."""
+    printed = paper[paper["noise"] == "poisson"]
+    contrast = printed["measured_level"].where(printed["measured_noise"] != "clean", printed["level"])
+    return printed.assign(measured_noise=noise, measured_level=contrast)
+
+
 def variant_fit(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """How close each noise of a suite whose level is a contrast comes to the paper's contrast + Poisson cells.
 
@@ -349,10 +358,8 @@ def variant_fit(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     so that the nearest noise comes first within each (recipe, source, reading, models).
     """
     columns = ["recipe", "source", "reading", "noise", "models", "cells", "rmse"]
-    printed = paper[paper["noise"] == "poisson"]
-    contrast = printed["measured_level"].where(printed["measured_noise"] != "clean", printed["level"])
     noises = sorted(n for n in set(cells["noise"]) if n != "clean" and Noise.parse(n).level_is_contrast)
-    compared = [comparison(cells, printed.assign(measured_noise=noise, measured_level=contrast)) for noise in noises]
+    compared = [comparison(cells, poisson_cells_as(noise, paper)) for noise in noises]
     compared = [frame for frame in compared if not frame.empty]
     if not compared:
         return pd.DataFrame(columns=columns)
