@@ -32,7 +32,15 @@ def build_store(root: Path, count: int) -> str:
     tracker = Tracker(uri, "paper_full", root / "mlartifacts")
     for i, spec in enumerate(trials(count)):
         tracker.open_run(spec)
-        result = {"epoch": spec.recipe.epochs, "train_loss": 0.1, "train_acc": 99.0, "test_acc": 95.0, "lr": 0.001, "epoch_seconds": 1.0, "images_per_second": 1000.0}
+        result = {
+            "epoch": spec.recipe.epochs,
+            "train_loss": 0.1,
+            "train_acc": 99.0,
+            "test_acc": 95.0,
+            "lr": 0.001,
+            "epoch_seconds": 1.0,
+            "images_per_second": 1000.0,
+        }
         result.update({noise_metric(p.noise, p.level): 90.0 - 10 * p.level for p in noise_suite(spec.dataset)})
         tracker.log_result(spec, result)
         tracker.finish(spec, result)

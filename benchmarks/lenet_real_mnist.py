@@ -30,20 +30,43 @@ def main() -> None:
     milestones = f"{round(args.epochs * 30 / 90)},{round(args.epochs * 60 / 90)}"
     start = time.perf_counter()
     sweep = subprocess.run(
-        [sys.executable, "-m", "sweep.run", "lenet", "--data-root", args.data_root, "--storage", str(storage),
-         "--set", f"lenet.epochs={args.epochs}", "--set", f"lenet.milestones={milestones}"],
+        [
+            sys.executable,
+            "-m",
+            "sweep.run",
+            "lenet",
+            "--data-root",
+            args.data_root,
+            "--storage",
+            str(storage),
+            "--set",
+            f"lenet.epochs={args.epochs}",
+            "--set",
+            f"lenet.milestones={milestones}",
+        ],
         stdout=subprocess.DEVNULL,
     )
     minutes = (time.perf_counter() - start) / 60
     out = storage / "tables"
-    subprocess.run([sys.executable, "-m", "sweep.aggregate", "--storage", str(storage), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "sweep.aggregate", "--storage", str(storage), "--out", str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
     comparison = pd.read_parquet(out / "comparison.parquet")
     comparison = comparison[comparison["dataset"] == "mnist"]
     clean = comparison[comparison["noise"] == "clean"].groupby("model")[["accuracy", "paper_accuracy"]].first()
-    noisy = comparison[comparison["noise"] != "clean"].groupby(["model", "noise"])[["accuracy", "paper_accuracy"]].mean().unstack("noise")
+    noisy = (
+        comparison[comparison["noise"] != "clean"]
+        .groupby(["model", "noise"])[["accuracy", "paper_accuracy"]]
+        .mean()
+        .unstack("noise")
+    )
     order = ["A", "PA", "B", "PB", "C", "PC", "D", "PD"]
-    print(f"lenet on real MNIST, {args.epochs} epochs (milestones {milestones}), sweep exit {sweep.returncode}, {minutes:.1f} min")
+    print(
+        f"lenet on real MNIST, {args.epochs} epochs (milestones {milestones}), sweep exit {sweep.returncode}, {minutes:.1f} min"
+    )
     print("| model | clean | paper | gaussian (mean) | paper | speckle (mean) | paper | poisson (mean) | paper |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model in order:
@@ -52,7 +75,10 @@ def main() -> None:
             continue
         cells = [f"{clean.loc[model, 'accuracy']:.2f}", f"{clean.loc[model, 'paper_accuracy']:.2f}"]
         for noise in ("gaussian", "speckle", "poisson"):
-            cells += [f"{noisy.loc[model, ('accuracy', noise)]:.2f}", f"{noisy.loc[model, ('paper_accuracy', noise)]:.2f}"]
+            cells += [
+                f"{noisy.loc[model, ('accuracy', noise)]:.2f}",
+                f"{noisy.loc[model, ('paper_accuracy', noise)]:.2f}",
+            ]
         print(f"| {model} | " + " | ".join(cells) + " |")
     excluded = pd.read_parquet(out / "excluded.parquet")
     print(f"{len(excluded)} trials excluded" + "".join(f"\n  {r.model}: {r.reason}" for r in excluded.itertuples()))

@@ -159,7 +159,9 @@ def build(spec: ModelSpec, precision: str, device: torch.device) -> tuple[nn.Mod
     recipe = dataclasses.replace(default_recipe(spec.arch, "paper"), precision=precision)
     channels_last = device.type == "cuda" and spec.arch == "wrn"
     model = build_model(spec).to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    normalize = Normalizer(*MEAN_STD[DATASET[spec.arch]], device=device, enabled=recipe.normalize, channels_last=channels_last)
+    normalize = Normalizer(
+        *MEAN_STD[DATASET[spec.arch]], device=device, enabled=recipe.normalize, channels_last=channels_last
+    )
     return model, normalize, make_optimizer(model, recipe)
 
 
@@ -215,14 +217,26 @@ def measure_pair(pair: Pair, device: torch.device, steps: int, blocks: int) -> l
             eval_s = seconds_per_step(scoring_step(spec, precision, device, eval_batch), eval_steps, blocks, device)
             peak = peak_tflops(device, precision)
             tflops = flops / train_s / 1e12
-            rows.append({
-                "model": spec.name, "precision": precision, "train_batch": train_batch, "eval_batch": eval_batch,
-                "train_steps": train_steps * blocks, "eval_steps": eval_steps * blocks,
-                "train_images_per_s": train_batch / train_s, "eval_images_per_s": eval_batch / eval_s,
-                "train_flops_per_step": flops, "train_tflops_per_s": tflops,
-                "peak_tflops": peak, "mfu": None if peak is None else tflops / peak,
-            })
-            print(f"  {spec.name} {precision}: {train_batch / train_s:.0f} train, {eval_batch / eval_s:.0f} eval images/s", flush=True)
+            rows.append(
+                {
+                    "model": spec.name,
+                    "precision": precision,
+                    "train_batch": train_batch,
+                    "eval_batch": eval_batch,
+                    "train_steps": train_steps * blocks,
+                    "eval_steps": eval_steps * blocks,
+                    "train_images_per_s": train_batch / train_s,
+                    "eval_images_per_s": eval_batch / eval_s,
+                    "train_flops_per_step": flops,
+                    "train_tflops_per_s": tflops,
+                    "peak_tflops": peak,
+                    "mfu": None if peak is None else tflops / peak,
+                }
+            )
+            print(
+                f"  {spec.name} {precision}: {train_batch / train_s:.0f} train, {eval_batch / eval_s:.0f} eval images/s",
+                flush=True,
+            )
     return rows
 
 
@@ -233,11 +247,15 @@ def overhead_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for pair in PAIRS:
         for precision in PRECISIONS:
             plain, pushpull = by_key[pair.plain.name, precision], by_key[pair.pushpull.name, precision]
-            ratios.append({
-                "plain": pair.plain.name, "pushpull": pair.pushpull.name, "precision": precision,
-                "train": plain["train_images_per_s"] / pushpull["train_images_per_s"],
-                "eval": plain["eval_images_per_s"] / pushpull["eval_images_per_s"],
-            })
+            ratios.append(
+                {
+                    "plain": pair.plain.name,
+                    "pushpull": pair.pushpull.name,
+                    "precision": precision,
+                    "train": plain["train_images_per_s"] / pushpull["train_images_per_s"],
+                    "eval": plain["eval_images_per_s"] / pushpull["eval_images_per_s"],
+                }
+            )
     return ratios
 
 
@@ -268,14 +286,24 @@ def packing(device: torch.device, precision: str, steps: int, blocks: int) -> li
     rows = []
     for n in PACKING:
         start, results = context.Barrier(n), context.Queue()
-        processes = [context.Process(target=packed_trial, args=(n, device.type, precision, steps, blocks, start, results)) for _ in range(n)]
+        processes = [
+            context.Process(target=packed_trial, args=(n, device.type, precision, steps, blocks, start, results))
+            for _ in range(n)
+        ]
         for process in processes:
             process.start()
         rates, starts, ends = zip(*(results.get(timeout=600) for _ in processes))
         for process in processes:
             process.join()
         span = n * blocks * steps * batch / (max(ends) - min(starts))
-        rows.append({"trials": n, "aggregate_images_per_s": sum(rates), "per_trial": list(rates), "images_over_span_per_s": span})
+        rows.append(
+            {
+                "trials": n,
+                "aggregate_images_per_s": sum(rates),
+                "per_trial": list(rates),
+                "images_over_span_per_s": span,
+            }
+        )
         print(f"  {n} at once: {sum(rates):.0f} images/s", flush=True)
     for row in rows:
         row["vs_one"] = row["aggregate_images_per_s"] / rows[0]["aggregate_images_per_s"]
@@ -307,7 +335,10 @@ def tune_trial(data: DatasetTensors, cuda: bool, budget: float, storage: str) ->
         tune.with_resources(tune.with_parameters(train_trial, data={"mnist": data}), resources),
         param_space={"spec": spec.to_dict(), "gpus": cuda, "node_cpus": 2, "overhead_budget": budget},
         run_config=tune.RunConfig(
-            storage_path=storage, name=f"bench-{budget:g}", verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=2)
+            storage_path=storage,
+            name=f"bench-{budget:g}",
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
     result = tuner.fit()[0]
@@ -357,13 +388,19 @@ def print_throughput(report: dict[str, Any]) -> None:
     """Parts 1 and 3 as a table: TFLOP/s and MFU on CUDA, GFLOP/s on a CPU."""
     cuda = report["device_type"] == "cuda"
     unit, scale = ("TFLOP/s", 1e12) if cuda else ("GFLOP/s", 1e9)
-    print(f"\n1, 3. images/s (fastest of {report['blocks']} timed blocks) and the FLOPs of one training step (forward + backward)")
-    print(f"{'model':<12} {'prec':<5} {'batch tr/ev':>11} {'steps tr/ev':>11} {'train img/s':>11} {'eval img/s':>10} "
-          f"{'GFLOP/step':>10} {unit:>8}" + (f" {'MFU':>6}" if cuda else ""))
+    print(
+        f"\n1, 3. images/s (fastest of {report['blocks']} timed blocks) and the FLOPs of one training step (forward + backward)"
+    )
+    print(
+        f"{'model':<12} {'prec':<5} {'batch tr/ev':>11} {'steps tr/ev':>11} {'train img/s':>11} {'eval img/s':>10} "
+        f"{'GFLOP/step':>10} {unit:>8}" + (f" {'MFU':>6}" if cuda else "")
+    )
     for r in report["throughput"]:
-        line = (f"{r['model']:<12} {r['precision']:<5} {r['train_batch']:>5}/{r['eval_batch']:<5} "
-                f"{r['train_steps']:>5}/{r['eval_steps']:<5} {r['train_images_per_s']:>11.1f} {r['eval_images_per_s']:>10.1f} "
-                f"{r['train_flops_per_step'] / 1e9:>10.2f} {r['train_tflops_per_s'] * 1e12 / scale:>8.2f}")
+        line = (
+            f"{r['model']:<12} {r['precision']:<5} {r['train_batch']:>5}/{r['eval_batch']:<5} "
+            f"{r['train_steps']:>5}/{r['eval_steps']:<5} {r['train_images_per_s']:>11.1f} {r['eval_images_per_s']:>10.1f} "
+            f"{r['train_flops_per_step'] / 1e9:>10.2f} {r['train_tflops_per_s'] * 1e12 / scale:>8.2f}"
+        )
         if cuda:
             line += f" {r['mfu']:>6.1%}" if r["mfu"] is not None else f" {'n/a':>6}"
         print(line)
@@ -379,37 +416,55 @@ def print_pushpull(report: dict[str, Any]) -> None:
 
 def print_packing(report: dict[str, Any]) -> None:
     """Part 4 as a table: summed images/s, its ratio to one trial, all images over the whole span."""
-    print(f"\n4. LeNet-A trials training at once in separate processes ({report['packing_precision']}, batch 128, "
-          f"median of {report['blocks']} blocks of {report['packing_steps']} steps each)")
+    print(
+        f"\n4. LeNet-A trials training at once in separate processes ({report['packing_precision']}, batch 128, "
+        f"median of {report['blocks']} blocks of {report['packing_steps']} steps each)"
+    )
     print(f"{'trials':>6} {'img/s (sum)':>11} {'vs 1':>5} {'img/s (span)':>12}  per trial")
     for r in report["packing"]:
         per_trial = ", ".join(f"{rate:.0f}" for rate in r["per_trial"])
-        print(f"{r['trials']:>6} {r['aggregate_images_per_s']:>11.0f} {r['vs_one']:>5.2f} {r['images_over_span_per_s']:>12.0f}  {per_trial}")
+        print(
+            f"{r['trials']:>6} {r['aggregate_images_per_s']:>11.0f} {r['vs_one']:>5.2f} {r['images_over_span_per_s']:>12.0f}  {per_trial}"
+        )
 
 
 def print_orchestration(report: dict[str, Any]) -> None:
     """Part 5 as a table, with every epoch's seconds outside training and in training."""
-    print(f"\n5. time outside training in the Tune iterations of a LeNet-A trial ({report['tune_train_images']} train / "
-          f"{report['tune_test_images']} test images, 6 epochs; overhead over epochs 1-5)")
+    print(
+        f"\n5. time outside training in the Tune iterations of a LeNet-A trial ({report['tune_train_images']} train / "
+        f"{report['tune_test_images']} test images, 6 epochs; overhead over epochs 1-5)"
+    )
     print(f"{'budget':>6} {'evaluated':>9} {'overhead':>8} {'trial s':>7}  per epoch: outside training / training (s)")
     for r in report["orchestration"]:
         epochs = "  ".join(f"{o:.2f}/{t:.2f}" for o, t in zip(r["outside_training_seconds"], r["train_seconds"]))
-        print(f"{r['overhead_budget']:>6g} {r['epochs_evaluated']:>4}/{r['epochs']:<4} {r['overhead_fraction']:>8.1%} "
-              f"{r['trial_wall_seconds']:>7.1f}  {epochs}")
+        print(
+            f"{r['overhead_budget']:>6g} {r['epochs_evaluated']:>4}/{r['epochs']:<4} {r['overhead_fraction']:>8.1%} "
+            f"{r['trial_wall_seconds']:>7.1f}  {epochs}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, help="training steps per timed block of a WRN (LeNets: 5x; default 10 on CUDA, 1 on a CPU)")
+    parser.add_argument(
+        "--steps", type=int, help="training steps per timed block of a WRN (LeNets: 5x; default 10 on CUDA, 1 on a CPU)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
-    parser.add_argument("--quick", action="store_true", help="one timed block in place of three, fewer packing steps, a smaller Tune data set")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one timed block in place of three, fewer packing steps, a smaller Tune data set",
+    )
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     steps = args.steps or (10 if device.type == "cuda" else 1)
     blocks = 1 if args.quick else 3
     began = time.perf_counter()
     report: dict[str, Any] = {
-        "device": device_name(device), "device_type": device.type, "torch": torch.__version__, "steps": steps, "blocks": blocks,
+        "device": device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "steps": steps,
+        "blocks": blocks,
         "load_average_before": os.getloadavg()[0],
     }
     print(f"{report['device']}, torch {report['torch']}", flush=True)
@@ -430,8 +485,10 @@ def main() -> None:
 
     report["wall_seconds"] = time.perf_counter() - began
     report["load_average_after"] = os.getloadavg()[0]
-    print(f"\n{report['device']}, torch {report['torch']}, --steps {steps}{' --quick' if args.quick else ''}; load average "
-          f"(1 min: processes wanting a core) {report['load_average_before']:.1f} before, {report['load_average_after']:.1f} after")
+    print(
+        f"\n{report['device']}, torch {report['torch']}, --steps {steps}{' --quick' if args.quick else ''}; load average "
+        f"(1 min: processes wanting a core) {report['load_average_before']:.1f} before, {report['load_average_after']:.1f} after"
+    )
     for part in (print_throughput, print_pushpull, print_packing, print_orchestration):
         part(report)
     print(f"\n{report['wall_seconds']:.0f} s in all")

@@ -65,9 +65,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.arch == "lenet":
             if self.variant not in LENET_VARIANTS:
-                raise ValueError(
-                    f"unknown LeNet variant {self.variant!r}: expected one of {', '.join(LENET_VARIANTS)}"
-                )
+                raise ValueError(f"unknown LeNet variant {self.variant!r}: expected one of {', '.join(LENET_VARIANTS)}")
             if self.depth is not None or self.width is not None:
                 raise ValueError("depth and width apply to arch='wrn' only")
             if self.dropout != 0:
@@ -117,6 +115,4 @@ def build_model(spec: ModelSpec) -> nn.Module:
     pushpull = (spec.h, spec.alpha) if spec.pushpull else None
     if spec.arch == "lenet":
         return LeNet5(LENET_VARIANTS[spec.variant], num_classes=spec.num_classes, pushpull=pushpull)
-    return WideResNet(
-        spec.depth, spec.width, num_classes=spec.num_classes, dropout=spec.dropout, pushpull=pushpull
-    )
+    return WideResNet(spec.depth, spec.width, num_classes=spec.num_classes, dropout=spec.dropout, pushpull=pushpull)

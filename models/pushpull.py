@@ -83,9 +83,7 @@ class PushPull2d(nn.Module):
         if not alpha >= 0:
             raise ValueError(f"PushPull2d needs alpha >= 0 (an inhibition strength), got alpha={alpha}")
 
-        self.push = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=bias
-        )
+        self.push = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=bias)
         self.h = float(h)
         self.pull_size = pull_kernel_size(kernel_size, h)
         # p//2 - k//2 + padding, as in the reference; scaled by the dilation so that the maps still align
@@ -106,9 +104,7 @@ class PushPull2d(nn.Module):
         weight = self.push.weight
         if self.pull_size == weight.shape[-1]:
             return weight
-        return F.interpolate(
-            weight, size=(self.pull_size, self.pull_size), mode="bilinear", align_corners=True
-        )
+        return F.interpolate(weight, size=(self.pull_size, self.pull_size), mode="bilinear", align_corners=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.push.bias

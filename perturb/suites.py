@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass, replace
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -65,9 +65,13 @@ class Noise:
 
     def __post_init__(self) -> None:
         if self.family not in NOISE_FAMILIES:
-            raise ValueError(f"unknown noise {self.family!r}: expected one of {', '.join(NOISE_FAMILIES)} (with -p<PEAK> for contrast-shot, -clip to clip)")
+            raise ValueError(
+                f"unknown noise {self.family!r}: expected one of {', '.join(NOISE_FAMILIES)} (with -p<PEAK> for contrast-shot, -clip to clip)"
+            )
         if self.family == "contrast-shot" and self.peak is None:
-            raise ValueError(f"contrast-shot needs a peak: contrast-shot-p<PEAK>, e.g. contrast-shot-p12, got {self.name!r}")
+            raise ValueError(
+                f"contrast-shot needs a peak: contrast-shot-p<PEAK>, e.g. contrast-shot-p12, got {self.name!r}"
+            )
         if self.family != "contrast-shot" and self.peak is not None:
             raise ValueError(f"a peak (-p<PEAK>) goes with contrast-shot only, got {self.name!r}")
         if self.peak is not None and not (math.isfinite(self.peak) and self.peak > 0):
@@ -89,7 +93,9 @@ class Noise:
         """The noise named ``name``: the inverse of :attr:`name`."""
         match = _NAME.fullmatch(name)
         if match is None:
-            raise ValueError(f"unknown noise {name!r}: expected one of {', '.join(NOISE_FAMILIES)} (with -p<PEAK> for contrast-shot, -clip to clip)")
+            raise ValueError(
+                f"unknown noise {name!r}: expected one of {', '.join(NOISE_FAMILIES)} (with -p<PEAK> for contrast-shot, -clip to clip)"
+            )
         peak = match["peak"]
         return cls(match["family"], None if peak is None else float(peak), match["clip"] is not None)
 
@@ -218,7 +224,11 @@ PAPER_SUITE = "paper"
 SUITES: dict[str, Suite] = {
     suite.name: suite
     for suite in (
-        Suite(PAPER_SUITE, "the paper's Gaussian, speckle and contrast + Poisson levels (scored at the end of training)", noise_suite),
+        Suite(
+            PAPER_SUITE,
+            "the paper's Gaussian, speckle and contrast + Poisson levels (scored at the end of training)",
+            noise_suite,
+        ),
         Suite(
             "poisson-variants",
             "readings of the paper's contrast + Poisson protocol: skimage's Poisson, no noise at C = 1, contrast alone, "
@@ -226,7 +236,13 @@ SUITES: dict[str, Suite] = {
             + ", ".join(f"{c:g}" for c in VARIANT_CONTRASTS),
             _poisson_variants,
         ),
-        Suite("shot", "ImageNet-C's shot noise, severities 1-5 (peak " + ", ".join(f"{p:g}" for p in SHOT_PEAKS) + "), clipped to [0, 1]", _shot),
+        Suite(
+            "shot",
+            "ImageNet-C's shot noise, severities 1-5 (peak "
+            + ", ".join(f"{p:g}" for p in SHOT_PEAKS)
+            + "), clipped to [0, 1]",
+            _shot,
+        ),
     )
 }
 
@@ -247,7 +263,9 @@ def noise_seed(dataset: str, perturbation: Perturbation) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
 
-def perturb(images: torch.Tensor, perturbation: Perturbation, *, generator: torch.Generator | None = None) -> torch.Tensor:
+def perturb(
+    images: torch.Tensor, perturbation: Perturbation, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Apply one noise setting to a batch. images: (N, C, H, W) in [0, 1]; returns the same shape."""
     return Noise.parse(perturbation.noise).apply(images, perturbation.level, generator)
 

@@ -36,7 +36,17 @@ import pyarrow.parquet as pq
 from perturb import PAPER_SUITE, SUITES
 from sweep.catalog import SWEEPS
 from sweep.storage import StorageError, resolve_storage
-from sweep.tables import RECIPE_SCHEMA, RESULT_SCHEMA, Aggregation, UNKNOWN_RECIPE, aggregate, diverged, has_measurements, makes_rows, recipe_id
+from sweep.tables import (
+    RECIPE_SCHEMA,
+    RESULT_SCHEMA,
+    UNKNOWN_RECIPE,
+    Aggregation,
+    aggregate,
+    diverged,
+    has_measurements,
+    makes_rows,
+    recipe_id,
+)
 from sweep.tracking import TrackingUnavailable, open_client
 
 __all__ = ["main", "read_runs", "select_runs"]
@@ -84,7 +94,9 @@ def _trial_identity(run: object) -> tuple | None:
 
 def _latest(runs: list) -> object:
     """The latest FINISHED run, or the latest at all when none finished."""
-    return max(runs, key=lambda r: (r.info.status == "FINISHED", r.info.end_time or 0, r.info.start_time, r.info.run_id))
+    return max(
+        runs, key=lambda r: (r.info.status == "FINISHED", r.info.end_time or 0, r.info.start_time, r.info.run_id)
+    )
 
 
 def select_runs(runs: list) -> tuple[list, dict[str, int]]:
@@ -104,7 +116,9 @@ def select_runs(runs: list) -> tuple[list, dict[str, int]]:
         key = run.data.tags.get("trial_key")
         if key is not None:
             trials.setdefault(identity_of_key.get(key, ("trial_key", key)), []).append(run)
-    chosen = sorted((_latest(group) for group in trials.values()), key=lambda r: (r.data.tags["trial_key"], r.info.run_id))
+    chosen = sorted(
+        (_latest(group) for group in trials.values()), key=lambda r: (r.data.tags["trial_key"], r.info.run_id)
+    )
     passed_over = {_latest(group).info.run_id: len(group) - 1 for group in trials.values() if len(group) > 1}
     return chosen, passed_over
 
@@ -144,15 +158,40 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m sweep.aggregate", description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", nargs="+", default=[], metavar="NAME", help=f"sweeps (MLflow experiments) to read; default every one the store holds of: {', '.join(SWEEPS)}")
-    parser.add_argument("--recipe", nargs="+", default=[], metavar="ID", help="keep only the runs of these recipes (ids as printed and in recipes.parquet)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
-    parser.add_argument("--storage", help="the sweep storage folder whose embedded store to read (default: $SWEEP_STORAGE or ./sweeps)")
+    parser.add_argument(
+        "--sweep",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help=f"sweeps (MLflow experiments) to read; default every one the store holds of: {', '.join(SWEEPS)}",
+    )
+    parser.add_argument(
+        "--recipe",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="keep only the runs of these recipes (ids as printed and in recipes.parquet)",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)"
+    )
+    parser.add_argument(
+        "--storage", help="the sweep storage folder whose embedded store to read (default: $SWEEP_STORAGE or ./sweeps)"
+    )
     parser.add_argument("--to", default="parquet", choices=FORMATS, help="output format")
-    parser.add_argument("--suite", default=PAPER_SUITE, choices=SUITES, help="the noise suite whose scores to aggregate (default: paper; others as scored by python -m sweep.evaluate)")
+    parser.add_argument(
+        "--suite",
+        default=PAPER_SUITE,
+        choices=SUITES,
+        help="the noise suite whose scores to aggregate (default: paper; others as scored by python -m sweep.evaluate)",
+    )
     parser.add_argument("--out", help="output folder (default: results/, or results/<suite>/ for another suite)")
     parser.add_argument("--report", action="store_true", help="also write report.md and PNG figures")
-    parser.add_argument("--include-incomplete", action="store_true", help="keep unfinished and failed runs (their status column says so)")
+    parser.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="keep unfinished and failed runs (their status column says so)",
+    )
     return parser
 
 
@@ -169,9 +208,13 @@ def _select_recipes(chosen: list, wanted: list[str]) -> list:
     return [run for rid, run in zip(ids, chosen) if rid in wanted]
 
 
-def _summary(aggregation: Aggregation, chosen: list, runs: list, passed_over: dict[str, int], include_incomplete: bool) -> list[str]:
+def _summary(
+    aggregation: Aggregation, chosen: list, runs: list, passed_over: dict[str, int], include_incomplete: bool
+) -> list[str]:
     """What the console says about the runs read: counts, recipes, duplicates, trials left out."""
-    lines = [f"{len(chosen)} trials from {len(runs)} runs ({sum(passed_over.values())} duplicate runs of the same trial passed over)"]
+    lines = [
+        f"{len(chosen)} trials from {len(runs)} runs ({sum(passed_over.values())} duplicate runs of the same trial passed over)"
+    ]
     for row in aggregation.recipes.itertuples(index=False):
         changes = f" with {row.changes}" if row.changes else ""
         lines.append(f"recipe {row.recipe}: {row.arch}, {row.profile} profile{changes} ({row.trials} trials)")
@@ -180,7 +223,9 @@ def _summary(aggregation: Aggregation, chosen: list, runs: list, passed_over: di
     for run in chosen:
         if run.info.run_id in passed_over:
             key = run.data.tags.get("trial_key")
-            lines.append(f"duplicate {key}: kept run {run.info.run_id} (latest finished), passed over {passed_over[run.info.run_id]}")
+            lines.append(
+                f"duplicate {key}: kept run {run.info.run_id} (latest finished), passed over {passed_over[run.info.run_id]}"
+            )
         if run.info.status != "FINISHED":
             label = "DIVERGED" if diverged(run) else run.info.status
             kept = makes_rows(run, include_incomplete)

@@ -9,7 +9,9 @@ from sweep.specs import DATASETS, TrialSpec, apply_overrides, default_recipe
 __all__ = ["SWEEPS", "build_sweep"]
 
 
-def _wrn(depth: int, width: int, pushpull: bool, h: float | None = None, alpha: float | None = None, classes: int = 10) -> ModelSpec:
+def _wrn(
+    depth: int, width: int, pushpull: bool, h: float | None = None, alpha: float | None = None, classes: int = 10
+) -> ModelSpec:
     return ModelSpec(arch="wrn", depth=depth, width=width, pushpull=pushpull, h=h, alpha=alpha, num_classes=classes)
 
 

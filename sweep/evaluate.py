@@ -27,7 +27,7 @@ import torch
 
 from perturb import NOISE_FAMILIES, SUITES, Perturbation, perturb_test_set, suite_settings
 from sweep.catalog import SWEEPS
-from sweep.data import MEAN_STD, DataUnavailable, DatasetTensors, load_dataset, resolve_data_root
+from sweep.data import MEAN_STD, DatasetTensors, DataUnavailable, load_dataset, resolve_data_root
 from sweep.metrics import noise_metric
 from sweep.specs import TrialSpec
 from sweep.storage import StorageError, SweepStorage, resolve_storage
@@ -60,7 +60,11 @@ def find_checkpoint(storage: SweepStorage, sweep: str, key: str) -> str | None:
 
     filesystem, folder = pyarrow.fs.FileSystem.from_uri(storage.path(f"{sweep}/{key}"))
     entries = filesystem.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
-    checkpoints = sorted(e.base_name for e in entries if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_"))
+    checkpoints = sorted(
+        e.base_name
+        for e in entries
+        if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_")
+    )
     for name in reversed(checkpoints):
         target = f"{folder}/{name}/{CHECKPOINT_FILE}"
         if filesystem.get_file_info(target).type == pyarrow.fs.FileType.File:
@@ -85,7 +89,10 @@ def _load_model(job: ScoringJob, device: torch.device) -> torch.nn.Module:
 
 
 def score_jobs(
-    jobs: list[ScoringJob], data: dict[str, DatasetTensors], device: str | None = None, progress: Callable[[str], None] = print
+    jobs: list[ScoringJob],
+    data: dict[str, DatasetTensors],
+    device: str | None = None,
+    progress: Callable[[str], None] = print,
 ) -> dict[str, dict[Perturbation, float]]:
     """Accuracy in percent of each job's model on each of its settings: {run id: {setting: accuracy}}.
 
@@ -102,9 +109,13 @@ def score_jobs(
         groups.setdefault((job.spec.dataset, job.spec.recipe.max_test_images), []).append(job)
     for (dataset, _), group in groups.items():
         tensors = data[dataset]
-        images, labels = capped_test_set(tensors.test_images.to(target), tensors.test_labels.to(target), group[0].spec.recipe)
+        images, labels = capped_test_set(
+            tensors.test_images.to(target), tensors.test_labels.to(target), group[0].spec.recipe
+        )
         models = [_load_model(job, target) for job in group]
-        normalizers = [Normalizer(*MEAN_STD[dataset], device=target, enabled=job.spec.recipe.normalize) for job in group]
+        normalizers = [
+            Normalizer(*MEAN_STD[dataset], device=target, enabled=job.spec.recipe.normalize) for job in group
+        ]
         # source (the setting whose images a setting shares; None: clean) -> job index -> its settings
         sources: dict[Perturbation | None, dict[int, list[Perturbation]]] = {}
         for i, job in enumerate(group):
@@ -118,7 +129,9 @@ def score_jobs(
                 accuracy = evaluate(models[i], noisy, labels, normalizers[i], recipe.eval_batch_size, recipe.precision)
                 scores[group[i].run_id].update(dict.fromkeys(settings, accuracy))
             name = "clean" if source is None else f"{source.noise} {source.level:g}"
-            progress(f"{dataset}: [{n}/{len(sources)}] {name}: {len(users)} models scored ({time.monotonic() - started:.0f} s)")
+            progress(
+                f"{dataset}: [{n}/{len(sources)}] {name}: {len(users)} models scored ({time.monotonic() - started:.0f} s)"
+            )
     return scores
 
 
@@ -140,7 +153,11 @@ def _jobs(storage: SweepStorage, sweep: str, suite: str, runs: list) -> tuple[li
         if spec is None:
             skipped.append(f"skipped {key}: no trial folder with its spec in {storage.path(sweep)}")
             continue
-        missing = tuple(s for s in suite_settings(suite, spec.dataset) if noise_metric(s.noise, s.level, suite) not in run.data.metrics)
+        missing = tuple(
+            s
+            for s in suite_settings(suite, spec.dataset)
+            if noise_metric(s.noise, s.level, suite) not in run.data.metrics
+        )
         if not missing:
             complete += 1
             continue
@@ -148,7 +165,11 @@ def _jobs(storage: SweepStorage, sweep: str, suite: str, runs: list) -> tuple[li
         if checkpoint is None:
             skipped.append(f"skipped {key}: no checkpoint in {storage.path(f'{sweep}/{key}')}")
             continue
-        jobs.append(ScoringJob(run.info.run_id, spec, checkpoint, int(run.data.metrics.get("epoch", spec.recipe.epochs)), missing))
+        jobs.append(
+            ScoringJob(
+                run.info.run_id, spec, checkpoint, int(run.data.metrics.get("epoch", spec.recipe.epochs)), missing
+            )
+        )
     return jobs, skipped, complete
 
 
@@ -158,7 +179,9 @@ def _spec_of(storage: SweepStorage, sweep: str, key: str) -> TrialSpec | None:
     return None if text is None else TrialSpec.from_dict(json.loads(text)["spec"])
 
 
-def _score_on_cluster(jobs: list[ScoringJob], data: dict[str, DatasetTensors], address: str) -> dict[str, dict[Perturbation, float]]:
+def _score_on_cluster(
+    jobs: list[ScoringJob], data: dict[str, DatasetTensors], address: str
+) -> dict[str, dict[Perturbation, float]]:
     """:func:`score_jobs` as Ray tasks: one per GPU of the cluster (one per two CPUs on a CPU cluster),
     each scoring a share of the jobs on its own copy of the noisy test sets."""
     import ray
@@ -175,7 +198,9 @@ def _score_on_cluster(jobs: list[ScoringJob], data: dict[str, DatasetTensors], a
     tasks = max(1, min(len(jobs), gpus or int(resources.get("CPU", 1) // 2)))
     remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1 if gpus else 2)(score_jobs)
     # The test sets only: the tasks train nothing.
-    shared = ray.put({name: replace(t, train_images=t.train_images[:0], train_labels=t.train_labels[:0]) for name, t in data.items()})
+    shared = ray.put(
+        {name: replace(t, train_images=t.train_images[:0], train_labels=t.train_labels[:0]) for name, t in data.items()}
+    )
     futures = [remote.remote(jobs[i::tasks], shared, None, _print_flushed) for i in range(tasks)]
     merged: dict[str, dict[Perturbation, float]] = {}
     for part in ray.get(futures):
@@ -197,10 +222,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("sweep", nargs="?", help=f"one of: {', '.join(SWEEPS)}")
     parser.add_argument("--suite", help="the noise suite to score (see --list-suites)")
     parser.add_argument("--list-suites", action="store_true", help="print the suites and noise families and exit")
-    parser.add_argument("--data-root", help="data sets folder (default: $SWEEP_DATA_ROOT or ~/.cache/pushpull-sweep/data)")
+    parser.add_argument(
+        "--data-root", help="data sets folder (default: $SWEEP_DATA_ROOT or ~/.cache/pushpull-sweep/data)"
+    )
     parser.add_argument("--storage", help="the sweep's storage folder or URI (default: $SWEEP_STORAGE or ./sweeps)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the sweep's, as recorded in <storage>/<sweep>.sweep.json)")
-    parser.add_argument("--address", help="Ray cluster address: score as Ray tasks across it (default: $RAY_ADDRESS, else in this process)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: the sweep's, as recorded in <storage>/<sweep>.sweep.json)"
+    )
+    parser.add_argument(
+        "--address",
+        help="Ray cluster address: score as Ray tasks across it (default: $RAY_ADDRESS, else in this process)",
+    )
     return parser
 
 
@@ -230,7 +262,9 @@ def _run(args: argparse.Namespace) -> int:
         print("\n".join(_list_suites()))
         return 0
     if args.sweep is None or args.suite is None:
-        raise EvaluateError("name a sweep and a suite: python -m sweep.evaluate SWEEP --suite NAME (--list-suites lists them)")
+        raise EvaluateError(
+            "name a sweep and a suite: python -m sweep.evaluate SWEEP --suite NAME (--list-suites lists them)"
+        )
     if args.sweep not in SWEEPS:
         raise EvaluateError(f"unknown sweep {args.sweep!r}: expected one of {', '.join(SWEEPS)}")
     if args.suite not in SUITES:
@@ -251,20 +285,30 @@ def _run(args: argparse.Namespace) -> int:
     chosen, _ = select_runs(runs)
     jobs, skipped, complete = _jobs(storage, args.sweep, args.suite, chosen)
     try:
-        data = {name: load_dataset(name, resolve_data_root(args.data_root)) for name in dict.fromkeys(job.spec.dataset for job in jobs)}
+        data = {
+            name: load_dataset(name, resolve_data_root(args.data_root))
+            for name in dict.fromkeys(job.spec.dataset for job in jobs)
+        }
     except DataUnavailable as error:
         raise EvaluateError(str(error)) from None
 
     for line in skipped:
         print(line, flush=True)
     settings = sum(len(job.settings) for job in jobs)
-    print(f"sweep {args.sweep}, suite {args.suite}: {len(jobs)} trials to score ({settings} scores), {complete} already scored, {len(skipped)} skipped", flush=True)
+    print(
+        f"sweep {args.sweep}, suite {args.suite}: {len(jobs)} trials to score ({settings} scores), {complete} already scored, {len(skipped)} skipped",
+        flush=True,
+    )
     address = args.address or os.environ.get("RAY_ADDRESS")
-    scores = _score_on_cluster(jobs, data, address) if jobs and address else score_jobs(jobs, data, progress=_print_flushed)
+    scores = (
+        _score_on_cluster(jobs, data, address) if jobs and address else score_jobs(jobs, data, progress=_print_flushed)
+    )
     for job in jobs:
         log_suite_scores(client, job.run_id, args.suite, job.step, scores[job.run_id])
     print(f"logged {settings} scores to {len(jobs)} runs in {tracking_uri}")
-    print(f"next: python -m sweep.aggregate --sweep {args.sweep} --suite {args.suite} --storage {storage.location} --report")
+    print(
+        f"next: python -m sweep.aggregate --sweep {args.sweep} --suite {args.suite} --storage {storage.location} --report"
+    )
     return 0
 
 

@@ -40,7 +40,11 @@ MAX_BACKOFF_S = 30.0
 
 def tracked(result: dict[str, Any]) -> dict[str, Any]:
     """The part of a Tune result that goes to MLflow: the metrics and the health fields."""
-    return {k: v for k, v in result.items() if k in EPOCH_METRICS or k in TRACKED_FIELDS or parse_noise_metric(k) is not None}
+    return {
+        k: v
+        for k, v in result.items()
+        if k in EPOCH_METRICS or k in TRACKED_FIELDS or parse_noise_metric(k) is not None
+    }
 
 
 class TrackingWriter:
@@ -95,7 +99,11 @@ class TrackingWriter:
                 if outage_since is None:
                     outage_since = time.monotonic()
                     first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-                    print(f"MLflow at {self.tracking_uri} is unavailable ({first_line}): {self.pending()} writes wait, retried in the background; training goes on", file=sys.stderr, flush=True)
+                    print(
+                        f"MLflow at {self.tracking_uri} is unavailable ({first_line}): {self.pending()} writes wait, retried in the background; training goes on",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 time.sleep(backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF_S)
                 continue
@@ -103,7 +111,11 @@ class TrackingWriter:
                 self._queue.popleft()
                 self._changed.notify_all()
             if outage_since is not None:
-                print(f"MLflow at {self.tracking_uri} is back after {time.monotonic() - outage_since:.0f} s: delivering {self.pending()} waiting writes", file=sys.stderr, flush=True)
+                print(
+                    f"MLflow at {self.tracking_uri} is back after {time.monotonic() - outage_since:.0f} s: delivering {self.pending()} waiting writes",
+                    file=sys.stderr,
+                    flush=True,
+                )
             backoff, outage_since = FIRST_BACKOFF_S, None
 
 

@@ -27,15 +27,69 @@ class PaperTable:
 PAPER_TABLES: tuple[PaperTable, ...] = (
     PaperTable("table2", "paper Table 2", "WRN-28-10 on CIFAR-10 and CIFAR-100, all noises", by_noise=True),
     PaperTable("table3", "paper Table 3", "Sensitivity of WRN-16-10-PP to h and alpha, CIFAR-10, Gaussian noise"),
-    PaperTable("supp_table1", "supplementary Table 1", "LeNet on MNIST, Gaussian noise", figure="Figure 4", figure_stem="figure4_gaussian"),
-    PaperTable("supp_table2", "supplementary Table 2", "LeNet on MNIST, contrast change and Poisson noise", figure="Figure 5", figure_stem="figure5_poisson"),
-    PaperTable("supp_table3", "supplementary Table 3", "LeNet on MNIST, speckle noise", figure="Supplementary Figure 1", figure_stem="supp_figure1_speckle"),
-    PaperTable("supp_table4", "supplementary Table 4", "WRN-28-W on CIFAR-10, Poisson noise, by width", figure="Figure 6", figure_stem="figure6_poisson_width"),
-    PaperTable("supp_table5", "supplementary Table 5", "WRN-L-10 on CIFAR-10, Poisson noise, by depth", figure="Figure 7", figure_stem="figure7_poisson_depth"),
-    PaperTable("supp_table6", "supplementary Table 6", "WRN-28-W on CIFAR-10, Gaussian noise, by width", figure="Figure 8", figure_stem="figure8_gaussian_width"),
-    PaperTable("supp_table7", "supplementary Table 7", "WRN-L-10 on CIFAR-10, Gaussian noise, by depth", figure="Figure 9", figure_stem="figure9_gaussian_depth"),
-    PaperTable("supp_table8", "supplementary Table 8", "WRN-28-W on CIFAR-10, speckle noise, by width", figure="Supplementary Figure 2", figure_stem="supp_figure2_speckle_width"),
-    PaperTable("supp_table9", "supplementary Table 9", "WRN-L-10 on CIFAR-10, speckle noise, by depth", figure="Supplementary Figure 3", figure_stem="supp_figure3_speckle_depth"),
+    PaperTable(
+        "supp_table1",
+        "supplementary Table 1",
+        "LeNet on MNIST, Gaussian noise",
+        figure="Figure 4",
+        figure_stem="figure4_gaussian",
+    ),
+    PaperTable(
+        "supp_table2",
+        "supplementary Table 2",
+        "LeNet on MNIST, contrast change and Poisson noise",
+        figure="Figure 5",
+        figure_stem="figure5_poisson",
+    ),
+    PaperTable(
+        "supp_table3",
+        "supplementary Table 3",
+        "LeNet on MNIST, speckle noise",
+        figure="Supplementary Figure 1",
+        figure_stem="supp_figure1_speckle",
+    ),
+    PaperTable(
+        "supp_table4",
+        "supplementary Table 4",
+        "WRN-28-W on CIFAR-10, Poisson noise, by width",
+        figure="Figure 6",
+        figure_stem="figure6_poisson_width",
+    ),
+    PaperTable(
+        "supp_table5",
+        "supplementary Table 5",
+        "WRN-L-10 on CIFAR-10, Poisson noise, by depth",
+        figure="Figure 7",
+        figure_stem="figure7_poisson_depth",
+    ),
+    PaperTable(
+        "supp_table6",
+        "supplementary Table 6",
+        "WRN-28-W on CIFAR-10, Gaussian noise, by width",
+        figure="Figure 8",
+        figure_stem="figure8_gaussian_width",
+    ),
+    PaperTable(
+        "supp_table7",
+        "supplementary Table 7",
+        "WRN-L-10 on CIFAR-10, Gaussian noise, by depth",
+        figure="Figure 9",
+        figure_stem="figure9_gaussian_depth",
+    ),
+    PaperTable(
+        "supp_table8",
+        "supplementary Table 8",
+        "WRN-28-W on CIFAR-10, speckle noise, by width",
+        figure="Supplementary Figure 2",
+        figure_stem="supp_figure2_speckle_width",
+    ),
+    PaperTable(
+        "supp_table9",
+        "supplementary Table 9",
+        "WRN-L-10 on CIFAR-10, speckle noise, by depth",
+        figure="Supplementary Figure 3",
+        figure_stem="supp_figure3_speckle_depth",
+    ),
 )
 
 
@@ -84,13 +138,19 @@ def paper_cells() -> pd.DataFrame:
     clean test set; supplementary Table 2's Poisson cells appear twice, under the header and the text reading.
     """
     printed = paper_results()
-    cells = printed.assign(reading="header", measured_noise=printed["noise"], measured_level=printed["level"], protocol_note="")
+    cells = printed.assign(
+        reading="header", measured_noise=printed["noise"], measured_level=printed["level"], protocol_note=""
+    )
     cifar_c1 = cells["dataset"].str.startswith("cifar") & (cells["noise"] == "poisson") & (cells["level"] == 1.0)
     cells.loc[cifar_c1, ["measured_noise", "measured_level", "protocol_note"]] = ["clean", 0.0, _CIFAR_C1_NOTE]
     mnist_poisson = (cells["source"] == "supplementary Table 2") & (cells["noise"] == "poisson")
-    cells.loc[mnist_poisson, "protocol_note"] = [_HEADER_NOTE.format(printed=p, text=_TEXT_READING[p]) for p in cells.loc[mnist_poisson, "level"]]
+    cells.loc[mnist_poisson, "protocol_note"] = [
+        _HEADER_NOTE.format(printed=p, text=_TEXT_READING[p]) for p in cells.loc[mnist_poisson, "level"]
+    ]
     text = cells[mnist_poisson].copy()
     text["reading"] = "text"
     text["measured_level"] = text["level"].map(_TEXT_READING)
-    text["protocol_note"] = [_TEXT_NOTE.format(printed=p, level=m) for p, m in zip(text["level"], text["measured_level"])]
+    text["protocol_note"] = [
+        _TEXT_NOTE.format(printed=p, level=m) for p, m in zip(text["level"], text["measured_level"])
+    ]
     return pd.concat([cells, text], ignore_index=True)

@@ -53,11 +53,26 @@ def _accuracy_panel(ax, rows: pd.DataFrame, cells: pd.DataFrame, levels: list, m
     for i, model in enumerate(models):
         x = [j - 0.4 + (i + 0.5) * width for j in range(len(levels))]
         mean = [ours["accuracy"].get((model, n, v), math.nan) for n, v in levels]
-        std = [ours["std"].get((model, n, v), math.nan) if ours["seeds"].get((model, n, v), 0) >= 2 else math.nan for n, v in levels]
+        std = [
+            ours["std"].get((model, n, v), math.nan) if ours["seeds"].get((model, n, v), 0) >= 2 else math.nan
+            for n, v in levels
+        ]
         colour = _HUES[bases.index(twin_name(model)) % len(_HUES)]
-        ax.bar(x, mean, width, yerr=std, capsize=2, color=colour, alpha=0.4 if twin_name(model) == model else 1.0, label=model, error_kw={"lw": 0.8})
+        ax.bar(
+            x,
+            mean,
+            width,
+            yerr=std,
+            capsize=2,
+            color=colour,
+            alpha=0.4 if twin_name(model) == model else 1.0,
+            label=model,
+            error_kw={"lw": 0.8},
+        )
         for reading, (marker, ink, size) in _PAPER_MARKERS.items():
-            paper = rows[(rows["model"] == model) & (rows["reading"] == reading)].set_index(["measured_noise", "measured_level"])["accuracy"]
+            paper = rows[(rows["model"] == model) & (rows["reading"] == reading)].set_index(
+                ["measured_noise", "measured_level"]
+            )["accuracy"]
             ticks = [paper.get(cell, math.nan) for cell in levels]
             several = rows["reading"].nunique() > 1
             label = (f"paper ({reading} reading)" if several else "paper") if i == 0 and paper.size else None
@@ -93,15 +108,22 @@ def _effect_panel(ax, effect: pd.DataFrame, levels: list, models: list[str], lab
         high = [mine["ci_high"].get(cell, math.nan) - m for m, cell in zip(mean, levels)]
         errors = [[0 if math.isnan(v) else v for v in low], [0 if math.isnan(v) else v for v in high]]
         colour = _HUES[bases.index(twin_name(model)) % len(_HUES)]
-        ax.errorbar(x, mean, yerr=errors, fmt="o", ms=4, color=colour, capsize=2, lw=0.9, label=f"{model} - {twin_name(model)}")
+        ax.errorbar(
+            x, mean, yerr=errors, fmt="o", ms=4, color=colour, capsize=2, lw=0.9, label=f"{model} - {twin_name(model)}"
+        )
         for reading, (marker, ink, size) in _PAPER_MARKERS.items():
             column = "paper_difference" if reading == "header" else f"paper_difference_{reading}"
             paper = [mine[column].get(cell, math.nan) for cell in levels]
             inside = [v if bottom <= v <= top else math.nan for v in paper]
             ax.scatter(x, inside, marker=marker, s=size, color=ink, zorder=3)
-            for edge, arrow, beyond in ((top, "^", [v > top for v in paper]), (bottom, "v", [v < bottom for v in paper])):
+            for edge, arrow, beyond in (
+                (top, "^", [v > top for v in paper]),
+                (bottom, "v", [v < bottom for v in paper]),
+            ):
                 xs = [xi for xi, b in zip(x, beyond) if b]
-                ax.scatter(xs, [edge] * len(xs), marker=arrow, s=25, facecolors="none", edgecolors=ink, zorder=3, clip_on=False)
+                ax.scatter(
+                    xs, [edge] * len(xs), marker=arrow, s=25, facecolors="none", edgecolors=ink, zorder=3, clip_on=False
+                )
     ax.set_ylim(bottom, top)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("push-pull - plain\n(points, 95 % CI)")
@@ -115,7 +137,17 @@ def _figure(table: PaperTable, recipe: str, aggregation: Aggregation, path: Path
     cells = aggregation.cells[(aggregation.cells["recipe"] == recipe)].merge(rows[MODEL].drop_duplicates(), on=MODEL)
     levels = _levels(rows)
     effect = aggregation.effect[aggregation.effect["recipe"] == recipe]
-    _draw(path, f"{table.figure}: {table.title}", recipe, rows, cells, effect, levels, models, [_label(n, v) for n, v in levels])
+    _draw(
+        path,
+        f"{table.figure}: {table.title}",
+        recipe,
+        rows,
+        cells,
+        effect,
+        levels,
+        models,
+        [_label(n, v) for n, v in levels],
+    )
 
 
 def _suite_figure(noise: str, recipe: str, dataset: str, aggregation: Aggregation, path: Path) -> None:
@@ -131,13 +163,36 @@ def _suite_figure(noise: str, recipe: str, dataset: str, aggregation: Aggregatio
     levels = sorted(set(zip(cells["noise"], cells["level"])), key=_noise_key)
     effect = aggregation.effect[(aggregation.effect["recipe"] == recipe) & (aggregation.effect["dataset"] == dataset)]
     labels = ["clean" if n == "clean" else f"{v:g}" for n, v in levels]  # one noise: its name is in the title
-    _draw(path, f"Suite {aggregation.suite}: {noise} on {dataset}, by level", recipe, rows, cells, effect, levels, models, labels)
+    _draw(
+        path,
+        f"Suite {aggregation.suite}: {noise} on {dataset}, by level",
+        recipe,
+        rows,
+        cells,
+        effect,
+        levels,
+        models,
+        labels,
+    )
 
 
-def _draw(path: Path, title: str, recipe: str, rows: pd.DataFrame, cells: pd.DataFrame, effect: pd.DataFrame, levels: list, models: list[str], labels: list[str]) -> None:
+def _draw(
+    path: Path,
+    title: str,
+    recipe: str,
+    rows: pd.DataFrame,
+    cells: pd.DataFrame,
+    effect: pd.DataFrame,
+    levels: list,
+    models: list[str],
+    labels: list[str],
+) -> None:
     """The two panels over ``levels`` (x tick ``labels``) for ``models``; rows: paper cells drawn as ticks (may be empty)."""
     shown = set(levels)
-    effect = effect[effect["model"].isin(models) & pd.Series([c in shown for c in zip(effect["noise"], effect["level"])], index=effect.index, dtype=bool)]
+    effect = effect[
+        effect["model"].isin(models)
+        & pd.Series([c in shown for c in zip(effect["noise"], effect["level"])], index=effect.index, dtype=bool)
+    ]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9, 1.15 * len(levels)), 8), sharex=True, height_ratios=[3, 2])
     _accuracy_panel(top, rows, cells, levels, models)
     _effect_panel(bottom, effect, levels, models, labels)
@@ -159,7 +214,9 @@ def _suite_figures(aggregation: Aggregation, out: Path) -> list[Path]:
     cells = aggregation.cells[aggregation.cells["noise"] != "clean"]
     several_datasets, several_recipes = cells["dataset"].nunique() > 1, cells["recipe"].nunique() > 1
     written = []
-    for (noise, dataset, recipe), _ in sorted(cells.groupby(["noise", "dataset", "recipe"]), key=lambda item: (_noise_key((item[0][0], 0)), item[0][1:])):
+    for (noise, dataset, recipe), _ in sorted(
+        cells.groupby(["noise", "dataset", "recipe"]), key=lambda item: (_noise_key((item[0][0], 0)), item[0][1:])
+    ):
         name = "_".join([aggregation.suite, noise] + [dataset] * several_datasets + [recipe] * several_recipes)
         path = out / f"{name}.png"
         _suite_figure(noise, recipe, dataset, aggregation, path)
@@ -187,7 +244,11 @@ def _figures(aggregation: Aggregation, out: Path) -> list[Path]:
 
 
 def _number(value: float, signed: bool = True) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else (f"{value:+.2f}" if signed else f"{value:.2f}")
+    return (
+        ""
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:+.2f}" if signed else f"{value:.2f}")
+    )
 
 
 def _recipe_lines(aggregation: Aggregation) -> list[str]:
@@ -202,18 +263,35 @@ def _recipe_lines(aggregation: Aggregation) -> list[str]:
         first = "These numbers come from the paper's recipe with changes (see Recipes): not the paper's exact recipe."
     else:
         first = "These numbers come from the paper's recipe (this project's LeNet lr 0.01 included, see the README)."
-    lines = [first, "", "# Reproduction report", "", "## Recipes", "", "| recipe | arch | profile | changes | epochs | lr | trials |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        first,
+        "",
+        "# Reproduction report",
+        "",
+        "## Recipes",
+        "",
+        "| recipe | arch | profile | changes | epochs | lr | trials |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in recipes.itertuples(index=False):
-        lines.append(f"| {row.recipe} | {row.arch} | {row.profile} | {row.changes or '-'} | {row.epochs} | {row.lr:g} | {row.trials} |")
+        lines.append(
+            f"| {row.recipe} | {row.arch} | {row.profile} | {row.changes or '-'} | {row.epochs} | {row.lr:g} | {row.trials} |"
+        )
     if recipes["arch"].duplicated().any():
-        lines += ["", "Several recipes of one architecture: each has its own cells, never a shared mean (`--recipe ID` shows one)."]
+        lines += [
+            "",
+            "Several recipes of one architecture: each has its own cells, never a shared mean (`--recipe ID` shows one).",
+        ]
     return lines + [""]
 
 
 def _trials_lines(aggregation: Aggregation) -> list[str]:
     excluded = aggregation.excluded
     diverged = int((excluded["health"] == "diverged").sum())
-    missing = sum(1 + len([s for s in suite_settings(aggregation.suite, d) if not s.is_identity]) for d in excluded["dataset"].dropna())
+    missing = sum(
+        1 + len([s for s in suite_settings(aggregation.suite, d) if not s.is_identity])
+        for d in excluded["dataset"].dropna()
+    )
     measured = aggregation.results["trial_key"].nunique()
     return [
         f"{measured} trials aggregated. {len(excluded)} left out ({diverged} diverged: they did not train; "
@@ -237,7 +315,11 @@ def _family_summary(noise: str, family: pd.DataFrame) -> str:
         decided = paper[paper["verdict"] != "inconclusive"]
         agree = int(((decided[column] > 0) == (decided["verdict"] == "better")).sum())
         text += f" The paper ({reading} reading) has push-pull higher in {int((paper[column] > 0).sum())} of the {len(paper)} cells it prints"
-        text += f"; its sign agrees with {agree} of our {len(decided)} decided ones." if len(decided) else "; none of ours is decided there."
+        text += (
+            f"; its sign agrees with {agree} of our {len(decided)} decided ones."
+            if len(decided)
+            else "; none of ours is decided there."
+        )
     return text
 
 
@@ -259,9 +341,15 @@ def _effect_lines(aggregation: Aggregation) -> list[str]:
         lines += [f"### Recipe {recipe}, {dataset} (seeds per cell: {', '.join(map(str, seeds))})", ""]
         for noise, family in sorted(group.groupby("noise"), key=lambda item: _noise_key((item[0], 0))):
             lines.append(_family_summary(noise, family))
-            lines += ["", "| pair | level | difference | 95 % CI | seeds | verdict | paper | paper, text reading |", "|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "| pair | level | difference | 95 % CI | seeds | verdict | paper | paper, text reading |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for row in family.itertuples(index=False):
-                pair = f"{row.model} - {row.plain}" + (f" (h={row.h:g}, alpha={row.alpha:g})" if row.h != 2 or row.alpha != 1 else "")
+                pair = f"{row.model} - {row.plain}" + (
+                    f" (h={row.h:g}, alpha={row.alpha:g})" if row.h != 2 or row.alpha != 1 else ""
+                )
                 interval = "" if math.isnan(row.ci_low) else f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
                 lines.append(
                     f"| {pair} | {row.level:g} | {row.difference:+.2f} | {interval} | {row.seeds} | {row.verdict} | "
@@ -283,22 +371,40 @@ def _comparison_lines(aggregation: Aggregation) -> list[str]:
         lines.append("Cells whose meaning differs from their header (the `protocol_note` of comparison.parquet):")
         lines.append("")
         for (source, reading), group in notes.groupby(["source", "reading"], sort=False):
-            counted = compared[(compared["source"] == source) & (compared["reading"] == reading) & (compared["protocol_note"] != "")]
-            lines.append(f"- {source}, {reading} reading, {len(counted)} compared cells, for example: {group['protocol_note'].iloc[0]}")
+            counted = compared[
+                (compared["source"] == source) & (compared["reading"] == reading) & (compared["protocol_note"] != "")
+            ]
+            lines.append(
+                f"- {source}, {reading} reading, {len(counted)} compared cells, for example: {group['protocol_note'].iloc[0]}"
+            )
         lines.append("")
     for (recipe, source), group in fit.groupby(["recipe", "source"], sort=True):
         rmse = group.pivot(index="reading", columns="models", values="rmse")
         cells = group.pivot(index="reading", columns="models", values="cells")
-        lines += [f"Root mean square of (ours - paper), in points, over {source}'s cells that have two readings, recipe {recipe}:", ""]
+        lines += [
+            f"Root mean square of (ours - paper), in points, over {source}'s cells that have two readings, recipe {recipe}:",
+            "",
+        ]
         lines += ["| reading | plain | push-pull | all | cells |", "|---|---|---|---|---|"]
         for reading, row in rmse.iterrows():
-            lines.append(f"| {reading} | {row['plain']:.2f} | {row['push-pull']:.2f} | {row['all']:.2f} | {int(cells.loc[reading, 'all'])} |")
+            lines.append(
+                f"| {reading} | {row['plain']:.2f} | {row['push-pull']:.2f} | {row['all']:.2f} | {int(cells.loc[reading, 'all'])} |"
+            )
         best = rmse["all"].idxmin()
         others = ", ".join(f"{r} {v:.2f}" for r, v in rmse["all"].items() if r != best)
-        lines += ["", f"The measurements fit the **{best}** reading better (RMSE {rmse.loc[best, 'all']:.2f} points against {others}).", ""]
+        lines += [
+            "",
+            f"The measurements fit the **{best}** reading better (RMSE {rmse.loc[best, 'all']:.2f} points against {others}).",
+            "",
+        ]
     header = compared[compared["reading"] == "header"]
     worst = header.reindex(header["difference"].abs().sort_values(ascending=False, kind="stable").index).head(10)
-    lines += ["Largest differences from the paper (header reading):", "", "| recipe | table | model | noise | level | ours | paper | difference | note |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "Largest differences from the paper (header reading):",
+        "",
+        "| recipe | table | model | noise | level | ours | paper | difference | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in worst.itertuples(index=False):
         lines.append(
             f"| {row.recipe} | {row.source} | {row.model} | {row.noise} | {row.level:g} | {row.accuracy:.2f} | "
@@ -312,7 +418,10 @@ def _variant_lines(aggregation: Aggregation) -> list[str]:
     fit = aggregation.variant_fit
     lines = ["## Nearest to the paper's contrast + Poisson cells", ""]
     if fit.empty:
-        return lines + ["No noise of this suite has a contrast as its level, or no such cell is printed in the paper.", ""]
+        return lines + [
+            "No noise of this suite has a contrast as its level, or no such cell is printed in the paper.",
+            "",
+        ]
     lines += [
         "Root mean square of (ours - paper), in points, over the paper's Poisson cells, each compared with our cell of "
         f"the noise at the contrast its reading means ({'; '.join(f'{k}: {v}' for k, v in READINGS.items())}). All of it is in variant_fit.parquet.",
@@ -321,11 +430,22 @@ def _variant_lines(aggregation: Aggregation) -> list[str]:
     for (recipe, source, reading), group in fit.groupby(["recipe", "source", "reading"], sort=True):
         table = group.pivot(index="noise", columns="models", values="rmse").sort_values("all")
         cells = group[group["models"] == "all"].set_index("noise")["cells"]
-        lines += [f"### Recipe {recipe}, {source}, {reading} reading", "", "| noise | plain | push-pull | all | cells |", "|---|---|---|---|---|"]
+        lines += [
+            f"### Recipe {recipe}, {source}, {reading} reading",
+            "",
+            "| noise | plain | push-pull | all | cells |",
+            "|---|---|---|---|---|",
+        ]
         for noise, row in table.iterrows():
-            lines.append(f"| {noise} | {row['plain']:.2f} | {row['push-pull']:.2f} | {row['all']:.2f} | {int(cells[noise])} |")
+            lines.append(
+                f"| {noise} | {row['plain']:.2f} | {row['push-pull']:.2f} | {row['all']:.2f} | {int(cells[noise])} |"
+            )
         best = table.index[0]
-        lines += ["", f"Nearest under the {reading} reading: **{best}** (RMSE {table.loc[best, 'all']:.2f} points over {int(cells[best])} cells).", ""]
+        lines += [
+            "",
+            f"Nearest under the {reading} reading: **{best}** (RMSE {table.loc[best, 'all']:.2f} points over {int(cells[best])} cells).",
+            "",
+        ]
     return lines
 
 

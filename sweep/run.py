@@ -16,18 +16,22 @@ import uuid
 from typing import Any, NoReturn
 
 from sweep.catalog import SWEEPS, build_sweep
-from sweep.training import DEFAULT_OVERHEAD_BUDGET
 from sweep.data import DataUnavailable, load_dataset, resolve_data_root
-from sweep.specs import PROFILES, TrialSpec, parse_override
 from sweep.mirror import TrackingCallback, TrackingWriter, replay_trials, writer_for
+from sweep.specs import PROFILES, TrialSpec, parse_override
 from sweep.storage import StorageError, SweepStorage, resolve_storage
 from sweep.tracking import Tracker, TrackingUnavailable
+from sweep.training import DEFAULT_OVERHEAD_BUDGET
 
 __all__ = ["UsageError", "join_ray", "main"]
 
 # MLflow's HTTP client retries a request for minutes by default; the mirror's writer retries on its own
 # (sweep.mirror), so a request may fail fast and report the outage. A user's own settings win.
-MLFLOW_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 EXIT_WRITES_WAIT = 3  # every trial ended, but MLflow has not received everything yet: run --sync later
 
 
@@ -44,21 +48,67 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m sweep.run", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", nargs="?", help=f"one of: {', '.join(SWEEPS)}")
     parser.add_argument("--list", action="store_true", help="print the sweeps with their trial counts and exit")
-    parser.add_argument("--profile", default="paper", choices=PROFILES, help="paper: the real recipe; smoke: capped, minutes on a CPU")
+    parser.add_argument(
+        "--profile", default="paper", choices=PROFILES, help="paper: the real recipe; smoke: capped, minutes on a CPU"
+    )
     parser.add_argument("--seeds", type=int, default=1, help="repeat each trial with seeds 0..N-1")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[lenet.|wrn.]KEY=VALUE", help="override a recipe field")
-    parser.add_argument("--data-root", help="data sets folder (default: $SWEEP_DATA_ROOT or ~/.cache/pushpull-sweep/data)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="[lenet.|wrn.]KEY=VALUE",
+        help="override a recipe field",
+    )
+    parser.add_argument(
+        "--data-root", help="data sets folder (default: $SWEEP_DATA_ROOT or ~/.cache/pushpull-sweep/data)"
+    )
     parser.add_argument("--storage", help="Ray Tune storage folder or URI (default: $SWEEP_STORAGE or ./sweeps)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)"
+    )
     parser.add_argument("--address", help="Ray cluster address, e.g. auto (default: $RAY_ADDRESS or a local Ray)")
     parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    parser.add_argument("--gpus", default="auto", choices=("auto", "require", "none"), help="auto: trials ask for GPUs when the cluster has any; require: always, waiting --gpu-wait s for GPU workers to join; none: CPUs only")
-    parser.add_argument("--gpu-wait", type=float, default=600, metavar="SECONDS", help="with --gpus require, how long to wait for an autoscaler to add GPU workers (default 600)")
-    parser.add_argument("--max-failures", type=int, default=2, help="restarts of a trial whose worker dies (from its last checkpoint)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, errored ones retried")
-    parser.add_argument("--sync", action="store_true", help="train nothing: deliver to MLflow what the sweep's trials reported and MLflow has not received (after an outage)")
-    parser.add_argument("--tracking-wait", type=float, default=60, metavar="SECONDS", help="at the end, how long to wait for MLflow to take the writes still waiting (default 60)")
-    parser.add_argument("--overhead-budget", type=float, default=DEFAULT_OVERHEAD_BUDGET, metavar="FRACTION", help=f"the most of a trial's time its per-epoch test evaluation and checkpoints may take; other epochs report training metrics only (the first and last always evaluate; 1: every epoch; default {DEFAULT_OVERHEAD_BUDGET:g})")
+    parser.add_argument(
+        "--gpus",
+        default="auto",
+        choices=("auto", "require", "none"),
+        help="auto: trials ask for GPUs when the cluster has any; require: always, waiting --gpu-wait s for GPU workers to join; none: CPUs only",
+    )
+    parser.add_argument(
+        "--gpu-wait",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="with --gpus require, how long to wait for an autoscaler to add GPU workers (default 600)",
+    )
+    parser.add_argument(
+        "--max-failures", type=int, default=2, help="restarts of a trial whose worker dies (from its last checkpoint)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep: finished trials are kept, errored ones retried",
+    )
+    parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="train nothing: deliver to MLflow what the sweep's trials reported and MLflow has not received (after an outage)",
+    )
+    parser.add_argument(
+        "--tracking-wait",
+        type=float,
+        default=60,
+        metavar="SECONDS",
+        help="at the end, how long to wait for MLflow to take the writes still waiting (default 60)",
+    )
+    parser.add_argument(
+        "--overhead-budget",
+        type=float,
+        default=DEFAULT_OVERHEAD_BUDGET,
+        metavar="FRACTION",
+        help=f"the most of a trial's time its per-epoch test evaluation and checkpoints may take; other epochs report training metrics only (the first and last always evaluate; 1: every epoch; default {DEFAULT_OVERHEAD_BUDGET:g})",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
     return parser
 
@@ -69,7 +119,9 @@ def _trial_table(specs: list[TrialSpec]) -> str:
         gpu, cpu = spec.resources(True, 2), spec.resources(False, 2)
         resources = f"{gpu['cpu']:g} CPU + {gpu['gpu']:g} GPU / {cpu['cpu']:g} CPU"
         h, alpha = ("-", "-") if not spec.model.pushpull else (f"{spec.model.h:g}", f"{spec.model.alpha:g}")
-        rows.append((spec.key, spec.model.name, h, alpha, spec.dataset, str(spec.seed), str(spec.recipe.epochs), resources))
+        rows.append(
+            (spec.key, spec.model.name, h, alpha, spec.dataset, str(spec.seed), str(spec.recipe.epochs), resources)
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines + [f"{len(specs)} trials"])
@@ -88,7 +140,9 @@ def _plan(args: argparse.Namespace, gpus: bool) -> list[TrialSpec]:
     if args.sweep is None:
         raise UsageError(f"name a sweep: {', '.join(SWEEPS)} (or --list)")
     try:
-        overrides = [(None, "precision", "bf16" if gpus else "fp32")] + [parse_override(text) for text in args.overrides]
+        overrides = [(None, "precision", "bf16" if gpus else "fp32")] + [
+            parse_override(text) for text in args.overrides
+        ]
         return build_sweep(args.sweep, profile=args.profile, seeds=args.seeds, overrides=overrides)
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -100,7 +154,9 @@ def _started_record(storage: SweepStorage, sweep: str, continued: bool) -> dict[
     text = storage.read_text(f"{sweep}.sweep.json")
     if not continued:
         if text is not None:
-            raise UsageError(f"sweep {sweep!r} already exists in {storage.location}: continue it with --resume, or pass another --storage")
+            raise UsageError(
+                f"sweep {sweep!r} already exists in {storage.location}: continue it with --resume, or pass another --storage"
+            )
         return None
     if text is None:
         raise UsageError(f"nothing to continue: no sweep {sweep!r} in {storage.location}")
@@ -110,9 +166,13 @@ def _started_record(storage: SweepStorage, sweep: str, continued: bool) -> dict[
 def _check_continued(started: dict[str, Any], specs: list[TrialSpec], tracking_uri: str) -> None:
     """A sweep is continued as it was started: the same trials, the same tracking store."""
     if started["trial_keys"] != [s.key for s in specs]:
-        raise UsageError("--resume and --sync continue the sweep as it was started: use the same --profile, --seeds and --set")
+        raise UsageError(
+            "--resume and --sync continue the sweep as it was started: use the same --profile, --seeds and --set"
+        )
     if started["tracking_uri"] != tracking_uri:
-        raise UsageError(f"--resume and --sync continue the sweep with the tracking store it started with: {started['tracking_uri']}")
+        raise UsageError(
+            f"--resume and --sync continue the sweep with the tracking store it started with: {started['tracking_uri']}"
+        )
 
 
 def _dry_run_gpus(args: argparse.Namespace) -> bool:
@@ -127,7 +187,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         gpus = _dry_run_gpus(args)
         print(_trial_table(_plan(args, gpus)))
-        print(f"precision {'bf16' if gpus else 'fp32'} unless --set precision=: {'GPU' if gpus else 'no GPU'} trials, as far as this machine tells (--gpus {args.gpus})")
+        print(
+            f"precision {'bf16' if gpus else 'fp32'} unless --set precision=: {'GPU' if gpus else 'no GPU'} trials, as far as this machine tells (--gpus {args.gpus})"
+        )
         return 0
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
@@ -145,7 +207,9 @@ def _run(args: argparse.Namespace) -> int:
     if started is not None:
         specs = _plan(args, started.get("gpus", False))  # the precision it started with
         _check_continued(started, specs, tracking_uri)
-    launch = uuid.uuid4().hex[:12] if started is None else started.get("launch", "")  # sweeps started before launch ids: ""
+    launch = (
+        uuid.uuid4().hex[:12] if started is None else started.get("launch", "")
+    )  # sweeps started before launch ids: ""
 
     for name, value in MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -161,7 +225,10 @@ def _run(args: argparse.Namespace) -> int:
         return _deliver(writer, args, 0)
 
     try:
-        data = {name: load_dataset(name, resolve_data_root(args.data_root)) for name in dict.fromkeys(s.dataset for s in specs)}
+        data = {
+            name: load_dataset(name, resolve_data_root(args.data_root))
+            for name in dict.fromkeys(s.dataset for s in specs)
+        }
     except DataUnavailable as error:
         raise UsageError(str(error)) from None
 
@@ -181,14 +248,27 @@ def _run(args: argparse.Namespace) -> int:
         gpus = True
     planned_gpus = gpus if started is None else started.get("gpus", False)  # what the precision was chosen for
     specs = _plan(args, planned_gpus)
-    record = {"sweep": args.sweep, "tracking_uri": tracking_uri, "trial_keys": [s.key for s in specs], "launch": launch, "gpus": planned_gpus}
+    record = {
+        "sweep": args.sweep,
+        "tracking_uri": tracking_uri,
+        "trial_keys": [s.key for s in specs],
+        "launch": launch,
+        "gpus": planned_gpus,
+    }
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), _trial_resources)
-    param_space = {"spec": tune.grid_search([spec.to_dict() for spec in specs]), "gpus": gpus, "node_cpus": node_cpus, "overhead_budget": args.overhead_budget}
+    param_space = {
+        "spec": tune.grid_search([spec.to_dict() for spec in specs]),
+        "gpus": gpus,
+        "node_cpus": node_cpus,
+        "overhead_budget": args.overhead_budget,
+    }
     if args.resume and tune.Tuner.can_restore(storage.path(args.sweep)):
         # The param space again: Tune keeps it in its experiment state, which a driver stopped right
         # after creating the Tuner has not written yet.
-        tuner = tune.Tuner.restore(storage.path(args.sweep), trainable=trainable, resume_errored=True, param_space=param_space)
+        tuner = tune.Tuner.restore(
+            storage.path(args.sweep), trainable=trainable, resume_errored=True, param_space=param_space
+        )
     else:
         # A new sweep, or one whose driver stopped after recording it and before Tune saved any state:
         # nothing of it ran, so it starts from the beginning (under the launch id it was recorded with).
@@ -209,7 +289,10 @@ def _run(args: argparse.Namespace) -> int:
                 callbacks=[TrackingCallback(tracking_uri, args.sweep, artifact_root, launch)],
             ),
         )
-    print(f"sweep {args.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {tracking_uri}", flush=True)
+    print(
+        f"sweep {args.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {tracking_uri}",
+        flush=True,
+    )
     results = tuner.fit()
     code = _summarize(results, writer)
     replay_trials(storage, args.sweep, specs, writer)  # what Tune kept and the callback never saw (a driver that died)

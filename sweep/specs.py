@@ -211,7 +211,9 @@ class TrialSpec:
     @property
     def key(self) -> str:
         """Stable id: readable prefix plus a hash of every field. Equal specs, equal keys, in any process."""
-        canonical = json.dumps({**self.to_dict(), "recipe": self.recipe.hashed_fields()}, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(
+            {**self.to_dict(), "recipe": self.recipe.hashed_fields()}, sort_keys=True, separators=(",", ":")
+        )
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
         return f"{self.dataset}-{self.model.name}-s{self.seed}-{digest}"
 
@@ -244,7 +246,9 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     try:
         return arch or None, key, _parse_field(key, raw, fields[key].type)
     except ValueError:
-        raise ValueError(f"invalid value in --set {text}: {key} takes {fields[key].type.replace(' | None', ' or none')}") from None
+        raise ValueError(
+            f"invalid value in --set {text}: {key} takes {fields[key].type.replace(' | None', ' or none')}"
+        ) from None
 
 
 def _parse_field(key: str, raw: str, annotation: str) -> Any:

@@ -99,6 +99,8 @@ NOISE_ORDER = {"clean": 0, "gaussian": 1, "speckle": 2, "poisson": 3}  # other n
 def noise_rank(noises: pd.Series) -> pd.Series:
     """A sort key: clean, the paper's noises in its order, then every other noise (sort by name after it)."""
     return noises.map(lambda noise: NOISE_ORDER.get(noise, len(NOISE_ORDER)))
+
+
 UNKNOWN_RECIPE = "unknown"  # a run whose params do not make a valid recipe (an engine older than recipes)
 CONFIDENCE = 0.95
 
@@ -159,11 +161,27 @@ def tidy_results(runs: list, suite: str = PAPER_SUITE) -> pd.DataFrame:
             rows.append({**base, "noise": "clean", "level": 0.0, "accuracy": metrics["test_acc"]})
         for name, value in metrics.items():
             parsed = parse_noise_metric(name, suite)
-            if parsed is not None and not (suite == PAPER_SUITE and parsed[0] in NOISES and Perturbation(*parsed).is_identity):
+            if parsed is not None and not (
+                suite == PAPER_SUITE and parsed[0] in NOISES and Perturbation(*parsed).is_identity
+            ):
                 rows.append({**base, "noise": parsed[0], "level": parsed[1], "accuracy": value})
     frame = pd.DataFrame(rows, columns=RESULT_SCHEMA.names)
     frame["noise_order"] = noise_rank(frame["noise"])
-    order = ["dataset", "arch", "depth", "width", "model", "h", "alpha", "recipe", "seed", "noise_order", "noise", "level", "trial_key"]
+    order = [
+        "dataset",
+        "arch",
+        "depth",
+        "width",
+        "model",
+        "h",
+        "alpha",
+        "recipe",
+        "seed",
+        "noise_order",
+        "noise",
+        "level",
+        "trial_key",
+    ]
     frame = frame.sort_values(order, na_position="first", kind="stable")
     return frame.drop(columns="noise_order").reset_index(drop=True)
 
@@ -179,7 +197,14 @@ def recipes_table(runs: list) -> pd.DataFrame:
         row = rows.get((recipe.id, arch))
         if row is None:
             profile, changes = describe_recipe(arch, recipe)
-            row = rows[(recipe.id, arch)] = {"recipe": recipe.id, "arch": arch, "profile": profile, "changes": changes, **recipe.params(), "trials": 0}
+            row = rows[(recipe.id, arch)] = {
+                "recipe": recipe.id,
+                "arch": arch,
+                "profile": profile,
+                "changes": changes,
+                **recipe.params(),
+                "trials": 0,
+            }
         row["trials"] += 1
     frame = pd.DataFrame(list(rows.values()), columns=RECIPE_SCHEMA.names)
     return frame.sort_values(["arch", "recipe"], kind="stable").reset_index(drop=True)
@@ -231,16 +256,29 @@ def pushpull_effect(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     plain = results[results["pushpull"].eq(False)][key + ["accuracy"]]
     pushpull = results[results["pushpull"].eq(True)][key + ["model", "h", "alpha", "accuracy"]]
     pairs = pushpull.merge(plain, on=key, suffixes=("_pp", "_plain"))
-    columns = [*EFFECT_KEY, "difference", "ci_low", "ci_high", "seeds", "verdict", "paper_difference", "paper_difference_text"]
+    columns = [
+        *EFFECT_KEY,
+        "difference",
+        "ci_low",
+        "ci_high",
+        "seeds",
+        "verdict",
+        "paper_difference",
+        "paper_difference_text",
+    ]
     if pairs.empty:
         return pd.DataFrame(columns=columns)
     pairs["difference"] = pairs["accuracy_pp"] - pairs["accuracy_plain"]
     effect = pairs.groupby(EFFECT_KEY, sort=True)["difference"].apply(_paired_interval).unstack().reset_index()
     effect = effect.astype({"difference": "float64", "ci_low": "float64", "ci_high": "float64", "seeds": "int64"})
     for reading, column in (("header", "paper_difference"), ("text", "paper_difference_text")):
-        effect = effect.merge(_paper_effect(paper, reading).rename(columns={"difference": column}), how="left", on=EFFECT_KEY[1:])
+        effect = effect.merge(
+            _paper_effect(paper, reading).rename(columns={"difference": column}), how="left", on=EFFECT_KEY[1:]
+        )
     effect["noise_order"] = noise_rank(effect["noise"])
-    effect = effect.sort_values(["recipe", "dataset", "plain", "model", "h", "alpha", "noise_order", "noise", "level"], kind="stable")
+    effect = effect.sort_values(
+        ["recipe", "dataset", "plain", "model", "h", "alpha", "noise_order", "noise", "level"], kind="stable"
+    )
     return effect[columns].reset_index(drop=True)
 
 
@@ -251,7 +289,14 @@ def _paper_effect(paper: pd.DataFrame, reading: str) -> pd.DataFrame:
     order = {table.source: i for i, table in enumerate(PAPER_TABLES)}
     cells = paper[paper["reading"] == reading].assign(order=lambda f: f["source"].map(order))
     cells = cells.sort_values("order", kind="stable").assign(plain=lambda f: f["model"].map(twin_name))
-    cells = cells.rename(columns={"noise": "printed_noise", "level": "printed_level", "measured_noise": "noise", "measured_level": "level"})
+    cells = cells.rename(
+        columns={
+            "noise": "printed_noise",
+            "level": "printed_level",
+            "measured_noise": "noise",
+            "measured_level": "level",
+        }
+    )
     key = ["dataset", "plain", "noise", "level"]
     plain = cells[~cells["pushpull"]].drop_duplicates(key)[key + ["accuracy"]]
     pushpull = cells[cells["pushpull"]].drop_duplicates([*key, "h", "alpha"])[key + ["model", "h", "alpha", "accuracy"]]
@@ -283,7 +328,9 @@ def _table_block(table: PaperTable, rows: pd.DataFrame, cells: pd.DataFrame, rec
     layout = _with_cells(rows, cells.drop(columns="recipe"), CELL[1:])
     if table.by_noise:
         keys = ["noise", "level"]
-        layout["column"] = [f"{d} {'push-pull' if pp else 'plain'}" for d, pp in zip(layout["dataset"], layout["pushpull"])]
+        layout["column"] = [
+            f"{d} {'push-pull' if pp else 'plain'}" for d, pp in zip(layout["dataset"], layout["pushpull"])
+        ]
     else:
         keys = ["model", "h", "alpha"] if table.source == "paper Table 3" else ["model"]
         layout["column"] = [f"{noise} {level:g}" for noise, level in zip(layout["noise"], layout["level"])]
@@ -314,8 +361,22 @@ def comparison(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     joined = paper.merge(ours, on=[*MODEL, "measured_noise", "measured_level"], how="inner", suffixes=("_paper", ""))
     joined = joined.rename(columns={"accuracy_paper": "paper_accuracy"})
     joined["difference"] = joined["accuracy"] - joined["paper_accuracy"]
-    columns = ["recipe", "source", "reading", *MODEL, "noise", "level", "measured_noise", "measured_level",
-               "accuracy", "std", "seeds", "paper_accuracy", "difference", "protocol_note"]
+    columns = [
+        "recipe",
+        "source",
+        "reading",
+        *MODEL,
+        "noise",
+        "level",
+        "measured_noise",
+        "measured_level",
+        "accuracy",
+        "std",
+        "seeds",
+        "paper_accuracy",
+        "difference",
+        "protocol_note",
+    ]
     order = {table.source: i for i, table in enumerate(PAPER_TABLES)}
     joined = joined.assign(order=joined["source"].map(order)).sort_values(["recipe", "order"], kind="stable")
     return joined[columns].reset_index(drop=True)
@@ -363,7 +424,9 @@ def variant_fit(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     compared = [frame for frame in compared if not frame.empty]
     if not compared:
         return pd.DataFrame(columns=columns)
-    joined = pd.concat(compared, ignore_index=True).rename(columns={"noise": "printed_noise", "measured_noise": "noise"})
+    joined = pd.concat(compared, ignore_index=True).rename(
+        columns={"noise": "printed_noise", "measured_noise": "noise"}
+    )
     by_kind = joined.assign(models=joined["pushpull"].map({False: "plain", True: "push-pull"}))
     both = pd.concat([by_kind, joined.assign(models="all")], ignore_index=True)
     grouped = both.groupby(["recipe", "source", "reading", "noise", "models"], sort=True)["difference"]
@@ -444,7 +507,13 @@ class Aggregation:
         """File stem -> table, in the order they are written. A suite other than the paper's has no paper
         tables and compares with the paper through ``variant_fit`` only."""
         if self.suite != PAPER_SUITE:
-            return {"results": self.results, "recipes": self.recipes, "pushpull_effect": self.effect, "variant_fit": self.variant_fit, "excluded": self.excluded}
+            return {
+                "results": self.results,
+                "recipes": self.recipes,
+                "pushpull_effect": self.effect,
+                "variant_fit": self.variant_fit,
+                "excluded": self.excluded,
+            }
         return {
             "results": self.results,
             "recipes": self.recipes,
@@ -456,7 +525,9 @@ class Aggregation:
         }
 
 
-def aggregate(chosen: list, sweeps: list[str], include_incomplete: bool = False, suite: str = PAPER_SUITE) -> Aggregation:
+def aggregate(
+    chosen: list, sweeps: list[str], include_incomplete: bool = False, suite: str = PAPER_SUITE
+) -> Aggregation:
     """All tables of ``suite``'s scores from one run per trial (see sweep.aggregate.select_runs), the paper
     tables limited to those of ``sweeps``. The runs that make rows are chosen by :func:`makes_rows`; the
     others are listed in ``excluded``."""
@@ -475,6 +546,8 @@ def aggregate(chosen: list, sweeps: list[str], include_incomplete: bool = False,
         reading_fit=reading_fit(compared),
         variant_fit=variant_fit(cells, paper),
         excluded=excluded_trials([r for r in chosen if not makes_rows(r, include_incomplete)]),
-        paper_tables={t.stem: paper_table(t, cells, printed) for t in tables_of_sweeps(sweeps)} if suite == PAPER_SUITE else {},
+        paper_tables={t.stem: paper_table(t, cells, printed) for t in tables_of_sweeps(sweeps)}
+        if suite == PAPER_SUITE
+        else {},
         paper=paper,
     )

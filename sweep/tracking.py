@@ -77,9 +77,13 @@ def _check_server(uri: str) -> None:
             raise TrackingUnavailable(
                 f"the MLflow tracking server at {uri} asks for credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
             ) from None
-        raise TrackingUnavailable(f"the MLflow tracking server at {uri} refused user {user!r} (HTTP {error.code}): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
+        raise TrackingUnavailable(
+            f"the MLflow tracking server at {uri} refused user {user!r} (HTTP {error.code}): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        ) from None
     except (urllib.error.URLError, OSError) as error:
-        raise TrackingUnavailable(f"cannot reach the MLflow tracking server at {uri}: {getattr(error, 'reason', error)}") from None
+        raise TrackingUnavailable(
+            f"cannot reach the MLflow tracking server at {uri}: {getattr(error, 'reason', error)}"
+        ) from None
 
 
 def open_client(tracking_uri: str) -> MlflowClient:
@@ -154,7 +158,10 @@ class Tracker:
     def _runs_of(self, key: str) -> list:
         """Every run of trial ``key`` in the experiment, the latest first."""
         return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.trial_key = '{key}'", order_by=["attributes.start_time DESC"], max_results=100
+            [self.experiment_id],
+            filter_string=f"tags.trial_key = '{key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=100,
         )
 
     def find_run(self, key: str) -> str | None:
@@ -175,7 +182,13 @@ class Tracker:
             if self.client.get_run(run_id).info.status != "FINISHED":
                 self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return run_id
-        tags = {"sweep": self.sweep, "trial_key": spec.key, "model": spec.model.name, "launch": self.launch, **self.tags}
+        tags = {
+            "sweep": self.sweep,
+            "trial_key": spec.key,
+            "model": spec.model.name,
+            "launch": self.launch,
+            **self.tags,
+        }
         earlier = self._runs_of(spec.key)
         if earlier:
             tags["supersedes"] = earlier[0].info.run_id
@@ -220,7 +233,9 @@ class Tracker:
         if run.info.status == "FINISHED":
             return
         if final.get("health") == "diverged":
-            self.client.log_batch(run_id, tags=[RunTag("health", "diverged"), RunTag("health_reason", str(final["health_reason"]))])
+            self.client.log_batch(
+                run_id, tags=[RunTag("health", "diverged"), RunTag("health_reason", str(final["health_reason"]))]
+            )
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
             return
         rows = []
@@ -228,7 +243,9 @@ class Tracker:
             parsed = parse_noise_metric(name)
             if parsed is not None:
                 rows.append({"noise": parsed[0], "level": parsed[1], "accuracy": float(value)})
-        self.client.log_dict(run_id, {"trial_key": spec.key, "clean_accuracy": final["test_acc"], "rows": rows}, RESULTS_ARTIFACT)
+        self.client.log_dict(
+            run_id, {"trial_key": spec.key, "clean_accuracy": final["test_acc"], "rows": rows}, RESULTS_ARTIFACT
+        )
         for stale in ("health_reason", "error"):  # from an earlier attempt of this launch
             if stale in run.data.tags:
                 self.client.delete_tag(run_id, stale)

@@ -21,14 +21,14 @@ from ray import tune
 
 from models import build_model
 from sweep.data import MEAN_STD, DatasetTensors
-from sweep.metrics import noise_metric
 from sweep.health import HealthMonitor
+from sweep.metrics import noise_metric
 from sweep.specs import TrialSpec
 from sweep.training import (
     DEFAULT_OVERHEAD_BUDGET,
     NonFiniteLoss,
-    OverheadBudget,
     Normalizer,
+    OverheadBudget,
     capped_test_set,
     evaluate,
     evaluate_suite,
@@ -136,12 +136,16 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
     test_images, test_labels = capped_test_set(tensors.test_images.to(device), tensors.test_labels.to(device), recipe)
     # channels-last lets cuDNN use its fastest (NHWC, tensor-core) kernels for the WRN's convolutions.
     channels_last = device.type == "cuda" and spec.model.arch == "wrn"
-    normalize = Normalizer(*MEAN_STD[spec.dataset], device=device, enabled=recipe.normalize, channels_last=channels_last)
+    normalize = Normalizer(
+        *MEAN_STD[spec.dataset], device=device, enabled=recipe.normalize, channels_last=channels_last
+    )
 
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
-    model = build_model(spec.model).to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model = build_model(spec.model).to(
+        device, memory_format=torch.channels_last if channels_last else torch.preserve_format
+    )
     optimizer = make_optimizer(model, recipe)
     network = torch.compile(model) if recipe.compile else model  # shares the parameters; checkpoints save ``model``
     monitor = HealthMonitor(spec.model.num_classes)
@@ -168,7 +172,11 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
         overhead_start = time.perf_counter()
         last = epoch + 1 == recipe.epochs
         due = budget.due(first=epoch == start_epoch, last=last, train_seconds=stats.seconds)
-        test_acc = evaluate(network, test_images, test_labels, normalize, recipe.eval_batch_size, recipe.precision) if due else None
+        test_acc = (
+            evaluate(network, test_images, test_labels, normalize, recipe.eval_batch_size, recipe.precision)
+            if due
+            else None
+        )
         reason = monitor.check_epoch(epoch + 1, stats.step_losses, test_acc)
         if reason is not None:
             _report_diverged(reason, epoch, node_id)
@@ -185,7 +193,16 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
             "images_per_second": stats.images / stats.seconds,
         }
         if last:
-            scores = evaluate_suite(network, spec.dataset, test_images, test_labels, normalize, recipe.eval_batch_size, test_acc, recipe.precision)
+            scores = evaluate_suite(
+                network,
+                spec.dataset,
+                test_images,
+                test_labels,
+                normalize,
+                recipe.eval_batch_size,
+                test_acc,
+                recipe.precision,
+            )
             metrics.update({noise_metric(s.noise, s.level): accuracy for s, accuracy in scores})
             final_metrics = metrics
         if not due:

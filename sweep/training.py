@@ -38,7 +38,12 @@ class Normalizer:
     [0, 1]. With ``channels_last`` the input is laid out NHWC in memory, as a channels-last model wants it."""
 
     def __init__(
-        self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, enabled: bool, channels_last: bool = False
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        enabled: bool,
+        channels_last: bool = False,
     ) -> None:
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)

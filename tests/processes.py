@@ -72,9 +72,24 @@ def start_mlflow_server(
         env.update(MLFLOW_AUTH_ADMIN_PASSWORD=auth_password, MLFLOW_FLASK_SERVER_SECRET_KEY="tests-only-secret")
         extra += ["--app-name", "basic-auth"]
     process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--artifacts-destination", str(folder / "artifacts"), *extra],
-        cwd=folder, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            *extra,
+        ],
+        cwd=folder,
+        env=env,
+        stdout=open(log, "a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
     def ready() -> bool:

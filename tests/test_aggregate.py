@@ -35,11 +35,24 @@ def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED", accur
     """What sweep.run logs for a trial that trained 3 epochs, through the same Tracker."""
     tracker.open_run(spec)
     for epoch in (1, 2, 3):
-        result = {"epoch": epoch, "train_loss": 1 / epoch, "train_acc": 50.0, "test_acc": 0.0, "lr": 0.1, "epoch_seconds": 1.0, "images_per_second": 10.0}
+        result = {
+            "epoch": epoch,
+            "train_loss": 1 / epoch,
+            "train_acc": 50.0,
+            "test_acc": 0.0,
+            "lr": 0.1,
+            "epoch_seconds": 1.0,
+            "images_per_second": 10.0,
+        }
         if epoch == 3:
             result["test_acc"] = accuracy(spec, "clean", 0)
             # Identity settings score the clean accuracy, as the trainable reports them.
-            result.update({noise_metric(p.noise, p.level): accuracy(spec, "clean" if p.is_identity else p.noise, p.level) for p in noise_suite(spec.dataset)})
+            result.update(
+                {
+                    noise_metric(p.noise, p.level): accuracy(spec, "clean" if p.is_identity else p.noise, p.level)
+                    for p in noise_suite(spec.dataset)
+                }
+            )
         tracker.log_result(spec, result)
     if status == "FINISHED":
         tracker.finish(spec, result)
@@ -89,11 +102,17 @@ def test_results_table_has_the_schema_and_one_row_per_run_noise_and_level(store,
     for spec in (LENET[5], LENET[12], WRN[1]):
         rows = results[results["trial_key"] == spec.key]
         assert len(rows) == (MNIST_ROWS if spec.dataset == "mnist" else CIFAR_ROWS)
-        assert rows["noise"].value_counts()["clean"] == 1 and not ((rows["noise"] != "clean") & (rows["level"] == 0)).any()
+        assert (
+            rows["noise"].value_counts()["clean"] == 1 and not ((rows["noise"] != "clean") & (rows["level"] == 0)).any()
+        )
         assert set(rows["recipe"]) == {spec.recipe.id}
         for row in rows.itertuples():
             assert row.accuracy == known_accuracy(spec, row.noise, row.level)
-        assert (rows["model"].iloc[0], rows["seed"].iloc[0], rows["pushpull"].iloc[0]) == (spec.model.name, spec.seed, spec.model.pushpull)
+        assert (rows["model"].iloc[0], rows["seed"].iloc[0], rows["pushpull"].iloc[0]) == (
+            spec.model.name,
+            spec.seed,
+            spec.model.pushpull,
+        )
     pp = results[results["model"] == "WRN-28-10-PP"].iloc[0]
     assert (pp.depth, pp.width, pp.h, pp.alpha, pp.arch, pp.sweep) == (28, 10, 2.0, 1.0, "wrn", "wrn_width")
     assert pd.isna(results[results["model"] == "A"]["h"]).all()
@@ -121,8 +140,23 @@ def test_paper_tables_average_over_seeds_in_the_papers_layout(store, tmp_path):
     aggregate(store, tmp_path)
     gaussian = pd.read_parquet(tmp_path / "supp_table1.parquet")
     assert list(gaussian["model"]) == ["A", "PA", "B", "PB", "C", "PC", "D", "PD"]
-    levels = ["clean 0", "gaussian 0.001", "gaussian 0.01", "gaussian 0.1", "gaussian 0.2", "gaussian 0.3", "gaussian 0.4", "gaussian 0.5"]
-    assert list(gaussian.columns) == ["recipe", "model", *levels, *(f"{c} std" for c in levels), *(f"{c} seeds" for c in levels)]
+    levels = [
+        "clean 0",
+        "gaussian 0.001",
+        "gaussian 0.01",
+        "gaussian 0.1",
+        "gaussian 0.2",
+        "gaussian 0.3",
+        "gaussian 0.4",
+        "gaussian 0.5",
+    ]
+    assert list(gaussian.columns) == [
+        "recipe",
+        "model",
+        *levels,
+        *(f"{c} std" for c in levels),
+        *(f"{c} seeds" for c in levels),
+    ]
     pa = gaussian.set_index("model").loc["PA"]
     # seeds 0 and 1 score x and x + 1: mean x + 0.5, sample std sqrt(0.5)
     assert pa["gaussian 0.2"] == pytest.approx(90 - 2 - 1 + 2 + 0.5)
@@ -131,7 +165,15 @@ def test_paper_tables_average_over_seeds_in_the_papers_layout(store, tmp_path):
 
     table2 = pd.read_parquet(tmp_path / "table2.parquet")
     assert set(gaussian["recipe"]) == {LENET[0].recipe.id}
-    assert len(table2) == 22 and list(table2.columns[:7]) == ["recipe", "noise", "level", "cifar10 plain", "cifar10 push-pull", "cifar100 plain", "cifar100 push-pull"]
+    assert len(table2) == 22 and list(table2.columns[:7]) == [
+        "recipe",
+        "noise",
+        "level",
+        "cifar10 plain",
+        "cifar10 push-pull",
+        "cifar100 plain",
+        "cifar100 push-pull",
+    ]
     poisson2 = table2[(table2["noise"] == "poisson") & (table2["level"] == 2.0)].iloc[0]
     assert poisson2["cifar10 push-pull"] == known_accuracy(WRN[1], "poisson", 2.0)
     assert pd.isna(poisson2["cifar100 plain"]) and poisson2["cifar100 plain seeds"] == 0
@@ -141,26 +183,49 @@ def test_comparison_sets_every_measured_cell_beside_the_paper(store, tmp_path):
     aggregate(store, tmp_path)
     comparison = pd.read_parquet(tmp_path / "comparison.parquet")
     paper = paper_results()
-    cell = comparison[(comparison["source"] == "supplementary Table 1") & (comparison["model"] == "PA") & (comparison["level"] == 0.1)].iloc[0]
+    cell = comparison[
+        (comparison["source"] == "supplementary Table 1") & (comparison["model"] == "PA") & (comparison["level"] == 0.1)
+    ].iloc[0]
     assert cell["paper_accuracy"] == 95.27
     assert cell["accuracy"] == pytest.approx(90 - 1 - 1 + 2 + 0.5)
     assert cell["difference"] == pytest.approx(cell["accuracy"] - 95.27)
     # every MNIST cell of supplementary Tables 1-3, and the WRN-28-10 CIFAR-10 cells of Table 2 and Tables 4-9
     mnist = paper[paper["source"].isin(["supplementary Table 1", "supplementary Table 2", "supplementary Table 3"])]
-    wrn = paper[(paper["dataset"] == "cifar10") & paper["model"].isin(["WRN-28-10", "WRN-28-10-PP"])].drop_duplicates(["source", "model", "noise", "level"])
+    wrn = paper[(paper["dataset"] == "cifar10") & paper["model"].isin(["WRN-28-10", "WRN-28-10-PP"])].drop_duplicates(
+        ["source", "model", "noise", "level"]
+    )
     mnist_poisson = mnist[(mnist["source"] == "supplementary Table 2") & (mnist["noise"] == "poisson")]
     assert len(comparison) == len(mnist) + len(mnist_poisson) + len(wrn)  # supp. Table 2's Poisson cells: two readings
-    both = comparison[(comparison["source"].str.contains("Table 2|Table 4")) & (comparison["model"] == "WRN-28-10") & (comparison["level"] == 1.5)]
+    both = comparison[
+        (comparison["source"].str.contains("Table 2|Table 4"))
+        & (comparison["model"] == "WRN-28-10")
+        & (comparison["level"] == 1.5)
+    ]
     assert sorted(both["paper_accuracy"]) == [53.61, 65.17]  # the paper's own inconsistency stays visible
 
 
 def test_failed_and_diverged_trials_are_listed_apart_with_their_reason(store, tmp_path):
     aggregate(store, tmp_path)
     excluded = pd.read_parquet(tmp_path / "excluded.parquet")
-    assert list(excluded.columns) == ["sweep", "recipe", "trial_key", "run_id", "dataset", "model", "seed", "status", "health", "reason"]
+    assert list(excluded.columns) == [
+        "sweep",
+        "recipe",
+        "trial_key",
+        "run_id",
+        "dataset",
+        "model",
+        "seed",
+        "status",
+        "health",
+        "reason",
+    ]
     rows = excluded.set_index("trial_key")
     assert sorted(rows.index) == sorted([FAILED.key, DIVERGED.key])
-    assert tuple(rows.loc[DIVERGED.key, ["status", "health", "reason"]]) == ("FAILED", "diverged", "loss is nan at epoch 3 step 7")
+    assert tuple(rows.loc[DIVERGED.key, ["status", "health", "reason"]]) == (
+        "FAILED",
+        "diverged",
+        "loss is nan at epoch 3 step 7",
+    )
     assert tuple(rows.loc[FAILED.key, ["status", "reason"]]) == ("FAILED", "worker died")
     results = pd.read_parquet(tmp_path / "results.parquet")
     comparison = pd.read_parquet(tmp_path / "comparison.parquet")
@@ -207,8 +272,17 @@ def test_report_has_figures_named_after_the_papers_and_the_effect_per_noise_fami
     # LeNet: supplementary Tables 1-3 (Figs. 4, 5, supp. 1); WRN-28-10 twins: Tables 4-9 (Figs. 6-9, supp. 2-3)
     assert figures == sorted(
         f"{stem}.png"
-        for stem in ("figure4_gaussian", "figure5_poisson", "supp_figure1_speckle", "figure6_poisson_width", "figure7_poisson_depth",
-                     "figure8_gaussian_width", "figure9_gaussian_depth", "supp_figure2_speckle_width", "supp_figure3_speckle_depth")
+        for stem in (
+            "figure4_gaussian",
+            "figure5_poisson",
+            "supp_figure1_speckle",
+            "figure6_poisson_width",
+            "figure7_poisson_depth",
+            "figure8_gaussian_width",
+            "figure9_gaussian_depth",
+            "supp_figure2_speckle_width",
+            "supp_figure3_speckle_depth",
+        )
     )
     for name in figures:
         with Image.open(tmp_path / name) as image:
@@ -226,7 +300,10 @@ def test_report_has_figures_named_after_the_papers_and_the_effect_per_noise_fami
     assert "**poisson** (6 cells): push-pull better in 0, worse in 0, inconclusive in 6." in report
     assert "![figure4_gaussian](figure4_gaussian.png)" in report
     # 2 CIFAR trials left out, each 1 clean + 20 noisy cells
-    assert "18 trials aggregated. 2 left out (1 diverged: they did not train; 1 failed or unfinished), so 42 (model, noise, level) cells are missing" in report
+    assert (
+        "18 trials aggregated. 2 left out (1 diverged: they did not train; 1 failed or unfinished), so 42 (model, noise, level) cells are missing"
+        in report
+    )
 
 
 @pytest.mark.parametrize(
@@ -261,7 +338,12 @@ def test_unreachable_or_missing_stores_are_one_line_errors(tmp_path, capsys):
 
 # Push-pull minus plain on seeds 0, 1, 2, per noise: an interval that contains 0 (gaussian), one above 0
 # (speckle), one below (poisson), and no difference at all (clean).
-SEED_EFFECT = {"clean": (0.0, 0.0, 0.0), "gaussian": (1.0, 2.0, 4.0), "speckle": (2.0, 2.5, 3.0), "poisson": (-3.0, -2.5, -2.0)}
+SEED_EFFECT = {
+    "clean": (0.0, 0.0, 0.0),
+    "gaussian": (1.0, 2.0, 4.0),
+    "speckle": (2.0, 2.5, 3.0),
+    "poisson": (-3.0, -2.5, -2.0),
+}
 T_975_2 = 4.302652729749462  # Student t, 97.5 % quantile, 2 degrees of freedom (any t table: 4.3027)
 RECIPE_15 = build_sweep("lenet", seeds=3, overrides=[(None, "epochs", 15), (None, "milestones", (5, 10))])
 RECIPE_SMOKE = build_sweep("lenet", seeds=3, profile="smoke")
@@ -301,7 +383,14 @@ def test_runs_of_two_recipes_never_share_a_cell(two_recipes, tmp_path, capsys):
     recipes = pq.read_table(tmp_path / "recipes.parquet")
     assert recipes.schema.remove_metadata() == RECIPE_SCHEMA
     rows = recipes.to_pandas().set_index("recipe")
-    assert tuple(rows.loc[fifteen, ["arch", "profile", "changes", "epochs", "milestones", "trials"]]) == ("lenet", "paper", "epochs=15, milestones=5,10", 15, "5,10", 24)
+    assert tuple(rows.loc[fifteen, ["arch", "profile", "changes", "epochs", "milestones", "trials"]]) == (
+        "lenet",
+        "paper",
+        "epochs=15, milestones=5,10",
+        15,
+        "5,10",
+        24,
+    )
     assert tuple(rows.loc[smoke, ["profile", "changes", "max_train_batches", "trials"]]) == ("smoke", "", 100, 24)
     out = capsys.readouterr().out
     assert f"recipe {fifteen}: lenet, paper profile with epochs=15, milestones=5,10 (24 trials)" in out
@@ -313,11 +402,19 @@ def test_the_recipe_option_picks_one_recipe(two_recipes, tmp_path, capsys):
     assert aggregate(two_recipes, tmp_path, "--recipe", smoke, "--report") == 0
     assert set(pd.read_parquet(tmp_path / "results.parquet")["recipe"]) == {smoke}
     assert set(pd.read_parquet(tmp_path / "supp_table2.parquet")["recipe"]) == {smoke}
-    assert (tmp_path / "report.md").read_text().splitlines()[0].startswith("**Smoke profile: these numbers are not the paper's recipe**")
+    assert (
+        (tmp_path / "report.md")
+        .read_text()
+        .splitlines()[0]
+        .startswith("**Smoke profile: these numbers are not the paper's recipe**")
+    )
     capsys.readouterr()
     assert aggregate(two_recipes, tmp_path / "none", "--recipe", "feedbeef") == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"sweep.aggregate: error: unknown recipe 'feedbeef': the runs hold {', '.join(f'{r} (lenet)' for r in sorted([smoke, RECIPE_15[0].recipe.id]))}"
+    assert (
+        err
+        == f"sweep.aggregate: error: unknown recipe 'feedbeef': the runs hold {', '.join(f'{r} (lenet)' for r in sorted([smoke, RECIPE_15[0].recipe.id]))}"
+    )
     assert not (tmp_path / "none").exists()
 
 
@@ -325,20 +422,31 @@ def test_the_push_pull_effect_is_paired_by_seed_with_a_student_t_interval(two_re
     aggregate(two_recipes, tmp_path)
     effect = pd.read_parquet(tmp_path / "pushpull_effect.parquet")
     assert len(effect) == 2 * 4 * MNIST_ROWS  # 2 recipes x 4 twin pairs x every (noise, level) once
-    mine = effect[(effect["recipe"] == RECIPE_15[0].recipe.id) & (effect["model"] == "PA")].set_index(["noise", "level"])
+    mine = effect[(effect["recipe"] == RECIPE_15[0].recipe.id) & (effect["model"] == "PA")].set_index(
+        ["noise", "level"]
+    )
     assert set(mine["plain"]) == {"A"} and set(mine["seeds"]) == {3}
-    for noise, level, verdict in (("gaussian", 0.2, "inconclusive"), ("speckle", 0.1, "better"), ("poisson", 0.5, "worse")):
+    for noise, level, verdict in (
+        ("gaussian", 0.2, "inconclusive"),
+        ("speckle", 0.1, "better"),
+        ("poisson", 0.5, "worse"),
+    ):
         differences = np.array(SEED_EFFECT[noise])
         half = T_975_2 * differences.std(ddof=1) / np.sqrt(3)
         row = mine.loc[(noise, level)]
         assert row["difference"] == pytest.approx(differences.mean(), abs=1e-9)
-        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(differences.mean() - half, abs=1e-9), pytest.approx(differences.mean() + half, abs=1e-9))
+        assert (row["ci_low"], row["ci_high"]) == (
+            pytest.approx(differences.mean() - half, abs=1e-9),
+            pytest.approx(differences.mean() + half, abs=1e-9),
+        )
         assert row["verdict"] == verdict
     assert mine.loc[("gaussian", 0.2), "ci_low"] < 0 < mine.loc[("gaussian", 0.2), "ci_high"]
     clean = mine.loc[("clean", 0.0)]
     assert (clean["difference"], clean["ci_low"], clean["ci_high"], clean["verdict"]) == (0.0, 0.0, 0.0, "inconclusive")
     paper = paper_results().set_index(["source", "model", "noise", "level"])["accuracy"]
-    expected = paper[("supplementary Table 1", "PA", "gaussian", 0.2)] - paper[("supplementary Table 1", "A", "gaussian", 0.2)]
+    expected = (
+        paper[("supplementary Table 1", "PA", "gaussian", 0.2)] - paper[("supplementary Table 1", "A", "gaussian", 0.2)]
+    )
     assert mine.loc[("gaussian", 0.2), "paper_difference"] == pytest.approx(expected)
 
 
@@ -354,7 +462,9 @@ def test_one_seed_is_always_inconclusive(store, tmp_path):
 def test_cifar_poisson_c1_cells_are_compared_with_the_clean_accuracy(store, tmp_path):
     aggregate(store, tmp_path)
     comparison = pd.read_parquet(tmp_path / "comparison.parquet")
-    c1 = comparison[(comparison["noise"] == "poisson") & (comparison["level"] == 1.0) & (comparison["dataset"] == "cifar10")]
+    c1 = comparison[
+        (comparison["noise"] == "poisson") & (comparison["level"] == 1.0) & (comparison["dataset"] == "cifar10")
+    ]
     # WRN-28-10 and its twin in Table 2 and supplementary Tables 4 and 5
     assert sorted(c1["source"]) == sorted(["paper Table 2", "supplementary Table 4", "supplementary Table 5"] * 2)
     assert set(c1["measured_noise"]) == {"clean"} and set(c1["measured_level"]) == {0.0}
@@ -384,14 +494,30 @@ def test_mnist_poisson_cells_are_compared_under_both_readings_of_the_header(stor
         for models, chosen in (("plain", [False]), ("push-pull", [True]), ("all", [False, True])):
             group = poisson[(poisson["reading"] == reading) & poisson["pushpull"].isin(chosen)]
             rmse = float(np.sqrt(((group["accuracy"] - group["paper_accuracy"]) ** 2).mean()))
-            assert (fit.loc[(reading, models), "cells"], fit.loc[(reading, models), "rmse"]) == (20 * len(chosen), pytest.approx(rmse))
+            assert (fit.loc[(reading, models), "cells"], fit.loc[(reading, models), "rmse"]) == (
+                20 * len(chosen),
+                pytest.approx(rmse),
+            )
         overall[reading] = rmse
     best = min(overall, key=overall.get)
-    assert f"The measurements fit the **{best}** reading better (RMSE {overall[best]:.2f} points" in (tmp_path / "report.md").read_text()
+    assert (
+        f"The measurements fit the **{best}** reading better (RMSE {overall[best]:.2f} points"
+        in (tmp_path / "report.md").read_text()
+    )
 
 
 def test_only_the_tables_of_the_sweeps_asked_for_are_written(store, two_recipes, tmp_path):
-    lenet_files = {"results", "recipes", "supp_table1", "supp_table2", "supp_table3", "pushpull_effect", "comparison", "reading_fit", "excluded"}
+    lenet_files = {
+        "results",
+        "recipes",
+        "supp_table1",
+        "supp_table2",
+        "supp_table3",
+        "pushpull_effect",
+        "comparison",
+        "reading_fit",
+        "excluded",
+    }
     assert aggregate(store, tmp_path / "asked", "--sweep", "lenet") == 0
     assert {p.stem for p in (tmp_path / "asked").iterdir()} == lenet_files
     assert aggregate(two_recipes, tmp_path / "held") == 0  # no --sweep: the sweeps the store holds

@@ -22,7 +22,9 @@ def test_sweep_sizes(sweep, count):
 
 
 def test_paper_full_is_the_union_of_the_other_sweeps_with_shared_trials_merged():
-    union = {s.key for name in ("lenet", "wrn_width", "wrn_depth", "cifar100", "sensitivity") for s in build_sweep(name)}
+    union = {
+        s.key for name in ("lenet", "wrn_width", "wrn_depth", "cifar100", "sensitivity") for s in build_sweep(name)
+    }
     assert {s.key for s in build_sweep("paper_full")} == union
     names = sorted(s.model.name for s in build_sweep("paper_full"))
     assert names.count("WRN-28-10") == 2  # CIFAR-10 (width and depth sweeps merged) and CIFAR-100
@@ -39,7 +41,13 @@ def test_push_pull_is_h2_alpha1_outside_the_sensitivity_sweep():
 
 def test_paper_recipes():
     lenet, wrn = default_recipe("lenet", "paper"), default_recipe("wrn", "paper")
-    assert (lenet.epochs, lenet.lr, lenet.milestones, lenet.lr_decay, lenet.batch_size) == (90, 0.01, (30, 60), 0.1, 128)
+    assert (lenet.epochs, lenet.lr, lenet.milestones, lenet.lr_decay, lenet.batch_size) == (
+        90,
+        0.01,
+        (30, 60),
+        0.1,
+        128,
+    )
     assert (wrn.epochs, wrn.lr, wrn.milestones, wrn.lr_decay, wrn.augment) == (200, 0.1, (60, 120, 160), 0.2, True)
     for recipe in (lenet, wrn):
         assert (recipe.momentum, recipe.nesterov, recipe.weight_decay) == (0.9, True, 5e-4)
@@ -104,10 +112,15 @@ def test_augment_crops_a_window_of_the_padded_image_and_may_flip_it():
 
 def test_a_recipe_id_is_stable_across_processes_and_names_every_field():
     code = "from sweep.specs import default_recipe; print(default_recipe('lenet', 'paper').id)"
-    other_process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    other_process = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     paper = default_recipe("lenet", "paper")
     assert paper.id == other_process and len(paper.id) == 8
-    ids = {dataclasses.replace(paper, **{name: value}).id for name, value in (("epochs", 15), ("grad_clip", 1.0), ("normalize", False), ("milestones", (5, 10)))}
+    ids = {
+        dataclasses.replace(paper, **{name: value}).id
+        for name, value in (("epochs", 15), ("grad_clip", 1.0), ("normalize", False), ("milestones", (5, 10)))
+    }
     assert len(ids | {paper.id}) == 5
 
 
@@ -116,7 +129,9 @@ def test_a_recipe_reads_back_from_the_mlflow_params_it_logged():
     params = {name: str(value) for name, value in recipe.params().items()}  # MLflow stores params as text
     assert params["milestones"] == "" and params["max_test_images"] == "500"
     assert Recipe.from_params(params) == recipe
-    assert Recipe.from_params({k: v for k, v in params.items() if k != "eval_batch_size"}).eval_batch_size == 1000  # a field added later
+    assert (
+        Recipe.from_params({k: v for k, v in params.items() if k != "eval_batch_size"}).eval_batch_size == 1000
+    )  # a field added later
     with pytest.raises(ValueError, match="the run has no param 'epochs'"):
         Recipe.from_params({k: v for k, v in params.items() if k != "epochs"})
 
@@ -140,7 +155,9 @@ def test_precision_and_compile_are_recipe_fields_in_the_key_the_id_and_the_param
     bf16 = apply_overrides(fp32, [parse_override("precision=bf16")])
     compiled = apply_overrides(fp32, [parse_override("compile=true")])
     assert (fp32.recipe.precision, bf16.recipe.precision, compiled.recipe.compile) == ("fp32", "bf16", True)
-    assert len({fp32.key, bf16.key, compiled.key}) == 3 and len({fp32.recipe.id, bf16.recipe.id, compiled.recipe.id}) == 3
+    assert (
+        len({fp32.key, bf16.key, compiled.key}) == 3 and len({fp32.recipe.id, bf16.recipe.id, compiled.recipe.id}) == 3
+    )
     assert bf16.params()["precision"] == "bf16" and compiled.params()["compile"] is True
     assert Recipe.from_params({k: str(v) for k, v in bf16.params().items()}) == bf16.recipe
     # Added after keys were first published: at their first values they leave every earlier key and id as it was.

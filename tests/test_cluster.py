@@ -38,7 +38,10 @@ def test_cluster_configs_validate_against_rays_own_schema(config):
     # who has the password made on the head (kept to its user), which Ray's head hands to the drivers.
     assert "mlflow server --app-name basic-auth --host $(hostname -I | awk '{print $1}') --port 5000" in head_commands
     assert "umask 077" in head_commands and "secrets.token_urlsafe(24)" in head_commands
-    assert cluster["head_start_ray_commands"][-1].startswith("set -a && . ") and "&& ray start --head" in cluster["head_start_ray_commands"][-1]
+    assert (
+        cluster["head_start_ray_commands"][-1].startswith("set -a && . ")
+        and "&& ray start --head" in cluster["head_start_ray_commands"][-1]
+    )
     assert "0.0.0.0" not in head_commands
     assert "--artifacts-destination" in head_commands
     assert "pip install -q -e /home/ray/pushpull-sweep" in cluster["setup_commands"]
@@ -69,29 +72,68 @@ def two_nodes(tmp_path, monkeypatch):
     started: list[subprocess.Popen] = []
 
     def start(args: list[str], log: str) -> subprocess.Popen:
-        process = subprocess.Popen(args, cwd=cwd, env=env, stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         started.append(process)
         return process
 
     try:
         common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
-        start([str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-               f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent[0]}", f"--dashboard-agent-grpc-port={agent[1]}",
-               f"--metrics-export-port={agent[2]}", f"--temp-dir={short / 'head'}", *common], "head.log")
-        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2).status == 200, 90, "Ray head")
-        worker = start([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", '--resources={"second_node": 1}',
-                        f"--dashboard-agent-listen-port={agent[3]}", f"--dashboard-agent-grpc-port={agent[4]}",
-                        f"--metrics-export-port={agent[5]}", f"--temp-dir={short / 'worker'}", *common], "worker.log")
+        start(
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                f"--port={gcs}",
+                f"--dashboard-port={dashboard}",
+                "--dashboard-host=127.0.0.1",
+                f"--ray-client-server-port={client}",
+                f"--dashboard-agent-listen-port={agent[0]}",
+                f"--dashboard-agent-grpc-port={agent[1]}",
+                f"--metrics-export-port={agent[2]}",
+                f"--temp-dir={short / 'head'}",
+                *common,
+            ],
+            "head.log",
+        )
+        wait_for(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2).status == 200,
+            90,
+            "Ray head",
+        )
+        worker = start(
+            [
+                str(BIN / "ray"),
+                "start",
+                f"--address=127.0.0.1:{gcs}",
+                '--resources={"second_node": 1}',
+                f"--dashboard-agent-listen-port={agent[3]}",
+                f"--dashboard-agent-grpc-port={agent[4]}",
+                f"--metrics-export-port={agent[5]}",
+                f"--temp-dir={short / 'worker'}",
+                *common,
+            ],
+            "worker.log",
+        )
 
         def nodes() -> list[dict]:
-            listing = subprocess.run([str(BIN / "ray"), "list", "nodes", "--address", f"http://127.0.0.1:{dashboard}", "--format", "json"],
-                                     env=env, capture_output=True, text=True, timeout=60, check=True)
+            listing = subprocess.run(
+                [str(BIN / "ray"), "list", "nodes", "--address", f"http://127.0.0.1:{dashboard}", "--format", "json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
             return [n for n in json.loads(listing.stdout) if n["state"] == "ALIVE"]
 
         alive = wait_for(lambda: len(nodes()) == 2 and nodes(), 90, "two Ray nodes")
         # The tracking server as cluster.yaml runs it: MLflow's basic-auth app; the driver (started by the head's
         # job supervisor, which inherits the head's environment) and this test use the credentials.
-        started.append(start_mlflow_server(tmp_path / "server", mlflow_port, tmp_path / "mlflow.log", auth_password=PASSWORD))
+        started.append(
+            start_mlflow_server(tmp_path / "server", mlflow_port, tmp_path / "mlflow.log", auth_password=PASSWORD)
+        )
         tracking = f"http://127.0.0.1:{mlflow_port}"
         yield {
             "dashboard": f"http://127.0.0.1:{dashboard}",
@@ -115,13 +157,38 @@ def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_
     write_mnist(data, n_train=6400, n_test=100)
     storage = tmp_path / "storage"
     submit = subprocess.Popen(
-        [str(BIN / "ray"), "job", "submit", "--address", two_nodes["dashboard"], "--",
-         sys.executable, "-m", "sweep.run", "lenet", "--profile", "smoke", "--set", f"epochs={EPOCHS}", "--address", "auto",
-         "--tracking-uri", two_nodes["tracking"], "--storage", str(storage), "--data-root", str(data)],
-        env=two_nodes["env"], stdout=open(tmp_path / "job.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            two_nodes["dashboard"],
+            "--",
+            sys.executable,
+            "-m",
+            "sweep.run",
+            "lenet",
+            "--profile",
+            "smoke",
+            "--set",
+            f"epochs={EPOCHS}",
+            "--address",
+            "auto",
+            "--tracking-uri",
+            two_nodes["tracking"],
+            "--storage",
+            str(storage),
+            "--data-root",
+            str(data),
+        ],
+        env=two_nodes["env"],
+        stdout=open(tmp_path / "job.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     client = mlflow.MlflowClient(two_nodes["tracking"])
     try:
+
         def runs() -> list:
             experiment = client.get_experiment_by_name("lenet")
             return [] if experiment is None else client.search_runs([experiment.experiment_id])
@@ -133,14 +200,20 @@ def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_
             for path in (storage / "lenet").glob("*/result.json"):
                 lines = path.read_text().splitlines()
                 last = json.loads(lines[-1]) if lines else {}
-                if last.get("node_id") == two_nodes["worker_node"] and (last["epoch"] == EPOCHS) == finished and last["epoch"] <= max_epoch:
+                if (
+                    last.get("node_id") == two_nodes["worker_node"]
+                    and (last["epoch"] == EPOCHS) == finished
+                    and last["epoch"] <= max_epoch
+                ):
                     keys.append(path.parent.name)
             return keys
 
         # Once the worker node has finished a trial and is early in another (an epoch takes about half a
         # second, so about 10 s of training are left), take it away.
         wait_for(lambda: on_worker(finished=True), 240, "a trial finished on the worker node")
-        cut = wait_for(lambda: on_worker(finished=False, max_epoch=4), 120, "a trial early in training on the worker node")
+        cut = wait_for(
+            lambda: on_worker(finished=False, max_epoch=4), 120, "a trial early in training on the worker node"
+        )
         stop(two_nodes["worker"])
         assert submit.wait(timeout=400) == 0, (tmp_path / "job.log").read_text()[-3000:]
     finally:

@@ -19,7 +19,9 @@ def _unpickle(path: Path) -> dict:
         return pickle.load(f, encoding="latin1")
 
 
-def _nearest_centroid_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+def _nearest_centroid_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+) -> float:
     """Test accuracy of classifying each test image by the nearest per-class mean training image."""
     train_x, test_x = train_x.reshape(len(train_x), -1).astype(float), test_x.reshape(len(test_x), -1).astype(float)
     classes = np.unique(train_y)
@@ -48,7 +50,9 @@ def test_mnist_loads_through_torchvision(tmp_path: Path) -> None:
 def test_mnist_is_learnable(tmp_path: Path) -> None:
     write_mnist(tmp_path, n_train=100, n_test=50)
     train, test = datasets.MNIST(tmp_path, train=True), datasets.MNIST(tmp_path, train=False)
-    accuracy = _nearest_centroid_accuracy(train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy())
+    accuracy = _nearest_centroid_accuracy(
+        train.data.numpy(), train.targets.numpy(), test.data.numpy(), test.targets.numpy()
+    )
     assert accuracy > 0.9
 
 

@@ -105,14 +105,20 @@ def test_the_suite_aggregates_to_its_own_tables_figures_and_variant_fit(sweep, t
     assert set(fit["noise"]) == set(noises) and set(fit["reading"]) == {"header", "text"}
     # The RMSE of one noise under the text reading, recomputed from the results and the paper's cells.
     paper = paper_cells()
-    printed = paper[(paper["source"] == "supplementary Table 2") & (paper["noise"] == "poisson") & (paper["reading"] == "text")]
+    printed = paper[
+        (paper["source"] == "supplementary Table 2") & (paper["noise"] == "poisson") & (paper["reading"] == "text")
+    ]
     ours = results[results["noise"] == "contrast-shot-p12"].groupby(["model", "level"])["accuracy"].mean()
-    differences = [ours[(m, c)] - a for m, c, a in zip(printed["model"], printed["measured_level"], printed["accuracy"])]
+    differences = [
+        ours[(m, c)] - a for m, c, a in zip(printed["model"], printed["measured_level"], printed["accuracy"])
+    ]
     row = fit[(fit["noise"] == "contrast-shot-p12") & (fit["reading"] == "text") & (fit["models"] == "all")].iloc[0]
     assert row["cells"] == 40 and row["rmse"] == pytest.approx(math.sqrt(sum(d * d for d in differences) / 40))
     best = fit[(fit["reading"] == "text") & (fit["models"] == "all")].iloc[0]
     report = (out / "report.md").read_text()
-    assert f"Nearest under the text reading: **{best['noise']}** (RMSE {best['rmse']:.2f} points over 40 cells)." in report
+    assert (
+        f"Nearest under the text reading: **{best['noise']}** (RMSE {best['rmse']:.2f} points over 40 cells)." in report
+    )
 
 
 def test_skipped_trials_are_named_and_ray_tasks_score_the_others(sweep, ray_cluster, capsys):
@@ -135,12 +141,16 @@ def test_skipped_trials_are_named_and_ray_tasks_score_the_others(sweep, ray_clus
     assert f"skipped {collapsed}: diverged (loss is nan at epoch 1 step 3)" in out
     assert "6 trials to score (30 scores), 0 already scored, 2 skipped" in out
     after = runs_of(storage)
-    assert [key for key, run in sorted(after.items()) if suite_metrics(run, "shot")] == sorted(set(runs) - {lost, collapsed})
+    assert [key for key, run in sorted(after.items()) if suite_metrics(run, "shot")] == sorted(
+        set(runs) - {lost, collapsed}
+    )
 
     # One score, recomputed here from the checkpoint with the noise the suite names.
     spec = TrialSpec.from_dict(json.loads((storage / "lenet" / scored / "params.json").read_text())["spec"])
     model = build_model(spec.model)
-    model.load_state_dict(torch.load(find_checkpoint(SweepStorage(str(storage)), "lenet", scored), weights_only=False)["model"])
+    model.load_state_dict(
+        torch.load(find_checkpoint(SweepStorage(str(storage)), "lenet", scored), weights_only=False)["model"]
+    )
     tensors = load_dataset("mnist", data)
     images, labels = capped_test_set(tensors.test_images, tensors.test_labels, spec.recipe)
     noisy = perturb_test_set(images, "mnist", Perturbation("shot-clip", 12.0))
@@ -152,7 +162,10 @@ def test_skipped_trials_are_named_and_ray_tasks_score_the_others(sweep, ray_clus
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["lenet", "--suite", "salt"], "sweep.evaluate: error: unknown suite 'salt': expected one of paper, poisson-variants, shot"),
+        (
+            ["lenet", "--suite", "salt"],
+            "sweep.evaluate: error: unknown suite 'salt': expected one of paper, poisson-variants, shot",
+        ),
         (["lenet", "--suite"], "sweep.evaluate: error: argument --suite: expected one argument"),
         (["wrn", "--suite", "shot"], "sweep.evaluate: error: unknown sweep 'wrn': expected one of lenet, wrn_width"),
         (["lenet"], "sweep.evaluate: error: name a sweep and a suite"),
@@ -167,13 +180,20 @@ def test_bad_input_stops_with_one_line(tmp_path, capsys, args, message):
 
 def test_a_storage_without_the_sweep_stops_with_one_line(tmp_path, capsys):
     assert main(["lenet", "--suite", "shot", "--storage", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == f"sweep.evaluate: error: no sweep 'lenet' in {tmp_path}: pass the --storage it ran with"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"sweep.evaluate: error: no sweep 'lenet' in {tmp_path}: pass the --storage it ran with"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_list_suites_names_every_suite_and_family(capsys):
     assert main(["--list-suites"]) == 0
     out = capsys.readouterr().out
-    for line in ("  paper              24 settings on mnist", "  poisson-variants   48 settings on mnist", "  shot                5 settings on mnist"):
+    for line in (
+        "  paper              24 settings on mnist",
+        "  poisson-variants   48 settings on mnist",
+        "  shot                5 settings on mnist",
+    ):
         assert line in out
     assert "  contrast-shot     contrast change to C = LEVEL, then shot noise with PEAK photons" in out

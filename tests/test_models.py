@@ -51,9 +51,7 @@ def test_lenet_parameter_counts(variant, sizes, expected, pushpull):
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.parametrize(
-    ("depth", "width"), [(16, 10), (22, 10), (28, 10), (40, 10), (28, 1), (28, 4), (28, 8)]
-)
+@pytest.mark.parametrize(("depth", "width"), [(16, 10), (22, 10), (28, 10), (40, 10), (28, 1), (28, 4), (28, 8)])
 @pytest.mark.parametrize("pushpull", [False, True])
 def test_wrn_parameter_counts(depth, width, pushpull):
     # Built on the meta device: WRN-40-10 has 56M parameters, no need to allocate them.
@@ -146,7 +144,10 @@ def test_invalid_specs_raise_a_clear_value_error(spec, message):
 
 def test_models_train_a_step_with_gradients_in_the_push_pull_stem():
     torch.manual_seed(0)
-    for spec in (ModelSpec(arch="lenet", variant="A", pushpull=True), ModelSpec(arch="wrn", depth=10, width=1, pushpull=True)):
+    for spec in (
+        ModelSpec(arch="lenet", variant="A", pushpull=True),
+        ModelSpec(arch="wrn", depth=10, width=1, pushpull=True),
+    ):
         model = build_model(spec)
         images = torch.rand(4, *spec.input_shape)
         loss = nn.functional.cross_entropy(model(images), torch.tensor([0, 1, 2, 3]))

@@ -50,12 +50,16 @@ def seeded(seed: int = 0) -> torch.Generator:
 def assert_same_distribution(ours_moments: np.ndarray, reference_moments: np.ndarray, n: int) -> None:
     variance = np.maximum(reference_moments[:, 1], 1e-12)
     # Means agree within 5 standard errors of a difference of two sample means.
-    np.testing.assert_array_less(np.abs(ours_moments[:, 0] - reference_moments[:, 0]), 5 * np.sqrt(2 * variance / n) + 1e-6)
+    np.testing.assert_array_less(
+        np.abs(ours_moments[:, 0] - reference_moments[:, 0]), 5 * np.sqrt(2 * variance / n) + 1e-6
+    )
     # Variances agree within 10 % (a sample variance over n = 6000 has a relative error of about 2 %).
     np.testing.assert_allclose(ours_moments[:, 1], reference_moments[:, 1], rtol=0.1, atol=1e-9)
 
 
-@pytest.mark.parametrize(("noise", "level"), [("gaussian", 0.01), ("gaussian", 0.3), ("speckle", 0.02), ("speckle", 0.5)])
+@pytest.mark.parametrize(
+    ("noise", "level"), [("gaussian", 0.01), ("gaussian", 0.3), ("speckle", 0.02), ("speckle", 0.5)]
+)
 def test_gaussian_and_speckle_match_skimage_in_distribution(noise, level):
     image = striped_image()
     reference = random_noise(image, mode=noise, var=level, clip=False, rng=0)
@@ -72,12 +76,12 @@ def test_poisson_after_contrast_change_matches_skimage_in_distribution(contrast)
     contrasted = (image - 0.5) * contrast + 0.5
     reference = random_noise(contrasted, mode="poisson", clip=False, rng=0)
     ours_noisy = ours(image, "poisson", contrast)
-    assert_same_distribution(
-        residual_moments(contrasted, ours_noisy), residual_moments(contrasted, reference), n=6000
-    )
+    assert_same_distribution(residual_moments(contrasted, ours_noisy), residual_moments(contrasted, reference), n=6000)
     # Fewer distinct values than 8 round up to a scale of 8 photons per unit intensity (2^ceil(log2 8)).
     if contrasted.min() >= 0:
-        np.testing.assert_allclose(residual_moments(contrasted, ours_noisy)[:, 1], np.unique(contrasted) / 8, rtol=0.1, atol=1e-9)
+        np.testing.assert_allclose(
+            residual_moments(contrasted, ours_noisy)[:, 1], np.unique(contrasted) / 8, rtol=0.1, atol=1e-9
+        )
 
 
 def test_poisson_scale_is_the_next_power_of_two_of_the_distinct_values_per_image():
@@ -359,7 +363,11 @@ def test_the_poisson_variants_hold_39_distinct_noisy_test_sets_and_the_clean_one
         ("gaussian", float("nan"), "level must be finite"),
         ("salt", 0.1, "unknown noise 'salt': expected one of gaussian, speckle, poisson"),
         ("poisson-p12", 1, "a peak \\(-p<PEAK>\\) goes with contrast-shot only, got 'poisson-p12'"),
-        ("contrast-shot", 1, "contrast-shot needs a peak: contrast-shot-p<PEAK>, e.g. contrast-shot-p12, got 'contrast-shot'"),
+        (
+            "contrast-shot",
+            1,
+            "contrast-shot needs a peak: contrast-shot-p<PEAK>, e.g. contrast-shot-p12, got 'contrast-shot'",
+        ),
         ("contrast-shot-p0", 1, "shot noise peak must be > 0"),
         ("shot", 0, "shot noise peak must be > 0"),
         ("shot-clip", -3, "shot noise peak must be > 0"),

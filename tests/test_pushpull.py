@@ -33,9 +33,7 @@ def correlate(image: np.ndarray, kernel: np.ndarray, padding: int) -> np.ndarray
     padded = np.pad(image, padding)
     k = kernel.shape[0]
     size = padded.shape[0] - k + 1
-    return np.array(
-        [[np.sum(padded[i : i + k, j : j + k] * kernel) for j in range(size)] for i in range(size)]
-    )
+    return np.array([[np.sum(padded[i : i + k, j : j + k] * kernel) for j in range(size)] for i in range(size)])
 
 
 @pytest.mark.parametrize(
@@ -102,9 +100,7 @@ def test_gradients_reach_the_push_weights_through_both_branches():
 
     push_only = torch.relu(layer.push(image)).sum()
     (grad_push,) = torch.autograd.grad(push_only, weight)
-    pull_only = torch.relu(
-        nn.functional.conv2d(image, -layer.pull_weight, None, 1, layer.pull_padding)
-    ).sum()
+    pull_only = torch.relu(nn.functional.conv2d(image, -layer.pull_weight, None, 1, layer.pull_padding)).sum()
     (grad_pull,) = torch.autograd.grad(pull_only, weight)
     (grad_total,) = torch.autograd.grad(layer(image).sum(), weight)
 

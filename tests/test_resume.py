@@ -94,12 +94,17 @@ def save_a_trained_trial(directory: Path, device: str) -> dict:
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: no torch.cuda device here")),
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: no torch.cuda device here"),
+    ),
 ]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_a_trial_saved_and_restored_on_a_device_gets_its_weights_there_and_its_rng_states_as_cpu_byte_tensors(tmp_path, device):
+def test_a_trial_saved_and_restored_on_a_device_gets_its_weights_there_and_its_rng_states_as_cpu_byte_tensors(
+    tmp_path, device
+):
     """The restore of train_trial on ``device``. On CUDA this is the case that failed: the file loaded onto
     the GPU made the RNG states CUDA tensors, and torch.set_rng_state raised TypeError. Proves: weights and
     momentum buffers land on the model's device with the saved values, every RNG state (torch CPU, Python,
@@ -110,7 +115,11 @@ def test_a_trial_saved_and_restored_on_a_device_gets_its_weights_there_and_its_r
     monitor, epoch, final = restore_trial_state(tmp_path, model, optimizer, generator)
 
     assert (monitor, epoch, final) == (saved["monitor"], 3, saved["final"])
-    for state in (torch.get_rng_state(), generator.get_state(), *(torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])):
+    for state in (
+        torch.get_rng_state(),
+        generator.get_state(),
+        *(torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []),
+    ):
         assert state.dtype == torch.uint8 and state.device.type == "cpu"
     assert torch.equal(torch.get_rng_state(), saved["torch"])
     assert torch.equal(generator.get_state(), saved["data"])
@@ -186,7 +195,11 @@ def epoch_results(trial_dir: Path) -> list[dict]:
 def scores(result: dict) -> dict:
     """What a trial computes: EPOCH_METRICS' values but the timings, and every noise-suite accuracy."""
     timings = {"epoch_seconds", "images_per_second"}
-    return {k: v for k, v in result.items() if (k in EPOCH_METRICS and k not in timings) or k in ("epoch", "health") or parse_noise_metric(k)}
+    return {
+        k: v
+        for k, v in result.items()
+        if (k in EPOCH_METRICS and k not in timings) or k in ("epoch", "health") or parse_noise_metric(k)
+    }
 
 
 def test_a_trial_whose_worker_dies_resumes_bit_for_bit(ray_cluster, tmp_path):
@@ -205,7 +218,11 @@ def test_a_trial_whose_worker_dies_resumes_bit_for_bit(ray_cluster, tmp_path):
         tune.with_resources(tune.with_parameters(trial_killed_in_epoch, data=data), {"cpu": 1}),
         # overhead_budget 1: every epoch evaluates and checkpoints, so that the worker dies right after the
         # checkpoint of epoch KILLED_IN - 1.
-        param_space={"spec": RESUME_SPEC.to_dict(), "killed_in": tune.grid_search([None, KILLED_IN]), "overhead_budget": 1.0},
+        param_space={
+            "spec": RESUME_SPEC.to_dict(),
+            "killed_in": tune.grid_search([None, KILLED_IN]),
+            "overhead_budget": 1.0,
+        },
         run_config=tune.RunConfig(
             name="resume",
             storage_path=str(tmp_path / "store"),
@@ -235,6 +252,8 @@ def test_a_trial_whose_worker_dies_resumes_bit_for_bit(ray_cluster, tmp_path):
     for name, tensor in states[0]["model"].items():
         assert torch.equal(tensor, states[1]["model"][name]), name
     momentum = [{i: s["momentum_buffer"] for i, s in state["optimizer"]["state"].items()} for state in states]
-    assert momentum[0].keys() == momentum[1].keys() and all(torch.equal(momentum[0][i], momentum[1][i]) for i in momentum[0])
+    assert momentum[0].keys() == momentum[1].keys() and all(
+        torch.equal(momentum[0][i], momentum[1][i]) for i in momentum[0]
+    )
     assert torch.equal(states[0]["rng"]["data"], states[1]["rng"]["data"])
     assert states[0]["health"] == states[1]["health"]

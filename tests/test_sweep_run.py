@@ -1,8 +1,8 @@
 """Real Ray Tune sweeps (smoke profile, tiny synthetic data sets in torchvision's formats) and the CLI."""
 
 import json
-import re
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -48,11 +48,17 @@ def mnist_root(tmp_path_factory):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nope"], "sweep.run: error: unknown sweep 'nope': expected one of lenet, wrn_width, wrn_depth, cifar100, sensitivity, paper_full"),
+        (
+            ["nope"],
+            "sweep.run: error: unknown sweep 'nope': expected one of lenet, wrn_width, wrn_depth, cifar100, sensitivity, paper_full",
+        ),
         (["lenet", "--set", "lrr=0.1"], "sweep.run: error: unknown --set key 'lrr': expected one of epochs, lr,"),
         (["lenet", "--set", "lr=fast"], "sweep.run: error: invalid value in --set lr=fast: lr takes float"),
         (["lenet", "--set", "lr=-1"], "sweep.run: error: invalid --set for A: lr must be a number > 0, got -1.0"),
-        (["lenet", "--set", "epochs=0"], "sweep.run: error: invalid --set for A: epochs must be an integer >= 1, got 0"),
+        (
+            ["lenet", "--set", "epochs=0"],
+            "sweep.run: error: invalid --set for A: epochs must be an integer >= 1, got 0",
+        ),
         (["lenet", "--seeds", "0"], "sweep.run: error: --seeds must be an integer >= 1, got 0"),
         (["lenet", "--profile", "fast"], "sweep.run: error: argument --profile: invalid choice: 'fast'"),
         ([], "sweep.run: error: name a sweep"),
@@ -67,7 +73,9 @@ def test_bad_input_stops_with_one_line_and_exit_2_before_ray_starts(tmp_path, ar
 
 
 def test_missing_data_stops_with_what_to_put_where(tmp_path):
-    result = run_cli("lenet", "--profile", "smoke", "--storage", str(tmp_path / "store"), "--data-root", str(tmp_path / "empty"))
+    result = run_cli(
+        "lenet", "--profile", "smoke", "--storage", str(tmp_path / "store"), "--data-root", str(tmp_path / "empty")
+    )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("sweep.run")]
     assert lines == [result.stderr.strip().splitlines()[-1]]
@@ -77,15 +85,22 @@ def test_missing_data_stops_with_what_to_put_where(tmp_path):
 
 
 def test_unreachable_tracking_server_stops_early(tmp_path, mnist_root):
-    result = run_cli("lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--tracking-uri", "http://127.0.0.1:9")
+    result = run_cli(
+        "lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--tracking-uri", "http://127.0.0.1:9"
+    )
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("sweep.run: error: cannot reach the MLflow tracking server at http://127.0.0.1:9")
+    assert result.stderr.strip().startswith(
+        "sweep.run: error: cannot reach the MLflow tracking server at http://127.0.0.1:9"
+    )
 
 
 def test_an_unreachable_ray_cluster_stops_with_one_line_and_records_no_sweep(tmp_path, mnist_root):
     result = run_cli("lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--address", "127.0.0.1:9")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "sweep.run: error: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "sweep.run: error: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused"
+    )
     assert not (tmp_path / "lenet.sweep.json").exists() and not (tmp_path / "lenet").exists()
 
 
@@ -129,7 +144,21 @@ def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tm
     # Six epochs (about 3 s a trial here), so that each trial outlasts the start of the other three by
     # seconds (about 0.9 s apart here) and all four slots are busy at once.
     epochs = 6
-    code = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "4", "--set", f"epochs={epochs}"])
+    code = main(
+        [
+            "lenet",
+            "--profile",
+            "smoke",
+            "--storage",
+            str(tmp_path),
+            "--data-root",
+            str(mnist_root),
+            "--max-concurrent",
+            "4",
+            "--set",
+            f"epochs={epochs}",
+        ]
+    )
     assert code == 0
     specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", epochs)])
     runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
@@ -139,7 +168,19 @@ def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tm
     overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
     assert overlap == 4, sorted((s - spans[0][0], e - spans[0][0]) for s, e in spans)
 
-    again = main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--set", f"epochs={epochs}"])
+    again = main(
+        [
+            "lenet",
+            "--profile",
+            "smoke",
+            "--storage",
+            str(tmp_path),
+            "--data-root",
+            str(mnist_root),
+            "--set",
+            f"epochs={epochs}",
+        ]
+    )
     assert again == 2  # an existing sweep is continued with --resume only
     assert len(runs_of(tmp_path, "lenet")) == 8
 
@@ -158,9 +199,23 @@ def test_cifar100_smoke_sweep_trains_wrn_28_10_twins(ray_cluster, tmp_path):
     data = tmp_path / "data"
     write_cifar(data, "cifar100", n_train=64, n_test=32)
     with cifar_checksums_disabled():
-        code = main(["cifar100", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(data), "--set", "max_test_images=8"])
+        code = main(
+            [
+                "cifar100",
+                "--profile",
+                "smoke",
+                "--storage",
+                str(tmp_path),
+                "--data-root",
+                str(data),
+                "--set",
+                "max_test_images=8",
+            ]
+        )
     assert code == 0
-    runs = assert_one_finished_run_per_trial(tmp_path, "cifar100", build_sweep("cifar100", profile="smoke", overrides=[(None, "max_test_images", 8)]), 22)
+    runs = assert_one_finished_run_per_trial(
+        tmp_path, "cifar100", build_sweep("cifar100", profile="smoke", overrides=[(None, "max_test_images", 8)]), 22
+    )
     assert {run.data.params["model"] for run in runs} == {"WRN-28-10", "WRN-28-10-PP"}
     assert {run.data.params["h"] for run in runs} == {"None", "2.0"}
 
@@ -178,9 +233,27 @@ def finished_runs(storage: Path) -> int:
 
 def test_interrupted_sweep_resumes_to_exactly_one_run_per_trial(ray_cluster, tmp_path, mnist_root):
     # --overhead-budget 1: every epoch evaluates, so that every epoch's test_acc can be checked below.
-    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "1", "--set", "epochs=3",
-            "--overhead-budget", "1"]
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "lenet",
+        "--profile",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--data-root",
+        str(mnist_root),
+        "--max-concurrent",
+        "1",
+        "--set",
+        "epochs=3",
+        "--overhead-budget",
+        "1",
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster],
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 180
         while finished_runs(tmp_path) < 2 and driver.poll() is None and time.monotonic() < deadline:
@@ -197,7 +270,9 @@ def test_interrupted_sweep_resumes_to_exactly_one_run_per_trial(ray_cluster, tmp
     specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 3)])
     runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
     assert all(run.data.metrics["lr"] == 0.01 for run in runs)
-    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(runs[0].info.run_id, "test_acc")
+    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
+        runs[0].info.run_id, "test_acc"
+    )
     assert sorted({m.step for m in history}) == [1, 2, 3]
 
 
@@ -210,13 +285,32 @@ def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root):
 
 def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, mnist_root):
     epochs = 8  # killed after epoch 1: seconds of training left, no race with the trial's end
-    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--max-concurrent", "1", "--set", f"epochs={epochs}"]
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster], cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "lenet",
+        "--profile",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--data-root",
+        str(mnist_root),
+        "--max-concurrent",
+        "1",
+        "--set",
+        f"epochs={epochs}",
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster],
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", epochs)])[0]
     progress = tmp_path / "lenet" / first.key / "result.json"
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not (progress.exists() and "\n" in progress.read_text()):  # a whole first line
+        while time.monotonic() < deadline and not (
+            progress.exists() and "\n" in progress.read_text()
+        ):  # a whole first line
             time.sleep(0.1)
         worker = json.loads(progress.read_text().splitlines()[0])["pid"]  # Tune records each trial's pid
         os.kill(worker, signal.SIGKILL)
@@ -226,7 +320,9 @@ def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster,
             driver.kill()
     runs = {run.data.tags["trial_key"]: run for run in runs_of(tmp_path, "lenet")}
     assert len(runs) == 8 and all(run.info.status == "FINISHED" for run in runs.values())
-    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(runs[first.key].info.run_id, "train_loss")
+    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
+        runs[first.key].info.run_id, "train_loss"
+    )
     steps = sorted(m.step for m in history)
     # Restarted from the checkpoint of epoch 1, not from scratch: epoch 1 was trained (and logged) once.
     assert steps.count(1) == 1 and steps[-1] == epochs
@@ -234,8 +330,22 @@ def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster,
     assert all("restarts" not in run.data.tags for key, run in runs.items() if key != first.key)
 
 
-def test_trials_that_require_gpus_on_a_cluster_without_any_stop_with_one_line(ray_cluster, tmp_path, mnist_root, capsys):
-    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--gpus", "require", "--gpu-wait", "1"]
+def test_trials_that_require_gpus_on_a_cluster_without_any_stop_with_one_line(
+    ray_cluster, tmp_path, mnist_root, capsys
+):
+    args = [
+        "lenet",
+        "--profile",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--data-root",
+        str(mnist_root),
+        "--gpus",
+        "require",
+        "--gpu-wait",
+        "1",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own log lines on creating the store
     assert err == (
@@ -267,15 +377,32 @@ def test_a_diverging_sweep_ends_diverged_not_retried_and_makes_no_result_row(ray
 
 def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster, tmp_path, mnist_root):
     # Epoch 1 at lr 0.01 trains; the "decay" at epoch 2 multiplies the rate by 5000, to 50.
-    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root),
-            "--set", "epochs=2", "--set", "milestones=1", "--set", "lr_decay=5000", "--set", "max_train_batches=50"]
+    args = [
+        "lenet",
+        "--profile",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--data-root",
+        str(mnist_root),
+        "--set",
+        "epochs=2",
+        "--set",
+        "milestones=1",
+        "--set",
+        "lr_decay=5000",
+        "--set",
+        "max_train_batches=50",
+    ]
     assert main(args) == 1
     runs = runs_of(tmp_path, "lenet")
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     for run in runs:
         assert run.info.status == "FAILED", run.data.tags["trial_key"]
         reason = run.data.tags["health_reason"]
-        assert re.fullmatch(r"loss is (nan|inf) at epoch 2 step \d+", reason) or reason.startswith("clean test accuracy fell back to chance"), reason
+        assert re.fullmatch(r"loss is (nan|inf) at epoch 2 step \d+", reason) or reason.startswith(
+            "clean test accuracy fell back to chance"
+        ), reason
         history = client.get_metric_history(run.info.run_id, "train_loss")
         assert [m.step for m in history] == [1]  # the healthy first epoch was logged, and kept
         trial_dir = tmp_path / "lenet" / run.data.tags["trial_key"]
@@ -283,7 +410,22 @@ def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster
 
 
 def test_a_bf16_sweep_trains_healthy_runs_that_carry_their_precision(ray_cluster, tmp_path, mnist_root):
-    assert main(["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--set", "precision=bf16"]) == 0
+    assert (
+        main(
+            [
+                "lenet",
+                "--profile",
+                "smoke",
+                "--storage",
+                str(tmp_path),
+                "--data-root",
+                str(mnist_root),
+                "--set",
+                "precision=bf16",
+            ]
+        )
+        == 0
+    )
     runs = runs_of(tmp_path, "lenet")
     assert len(runs) == 8 and {r.data.tags["health"] for r in runs} == {"healthy"}
     assert all(r.data.metrics["test_acc"] > 15 for r in runs)
@@ -297,8 +439,14 @@ def test_dry_run_on_a_machine_without_gpus_plans_fp32_and_gpus_require_plans_bf1
     cpu = run_cli("lenet", "--dry-run")
     gpu = run_cli("lenet", "--dry-run", "--gpus", "require")
     assert cpu.returncode == gpu.returncode == 0
-    assert cpu.stdout.splitlines()[-1] == "precision fp32 unless --set precision=: no GPU trials, as far as this machine tells (--gpus auto)"
-    assert gpu.stdout.splitlines()[-1] == "precision bf16 unless --set precision=: GPU trials, as far as this machine tells (--gpus require)"
+    assert (
+        cpu.stdout.splitlines()[-1]
+        == "precision fp32 unless --set precision=: no GPU trials, as far as this machine tells (--gpus auto)"
+    )
+    assert (
+        gpu.stdout.splitlines()[-1]
+        == "precision bf16 unless --set precision=: GPU trials, as far as this machine tells (--gpus require)"
+    )
     bf16_keys = [spec.key for spec in build_sweep("lenet", overrides=[(None, "precision", "bf16")])]
     assert [line.split()[0] for line in gpu.stdout.splitlines()[1:9]] == bf16_keys
 
@@ -306,8 +454,14 @@ def test_dry_run_on_a_machine_without_gpus_plans_fp32_and_gpus_require_plans_bf1
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--storage", "s3://bucket/sweeps"], "sweep.run: error: with a remote --storage (s3://bucket/sweeps), pass --tracking-uri (an MLflow server)"),
-        (["--storage", "nosuchfs://x/y", "--tracking-uri", "http://127.0.0.1:9"], "sweep.run: error: cannot read the storage nosuchfs://x/y:"),
+        (
+            ["--storage", "s3://bucket/sweeps"],
+            "sweep.run: error: with a remote --storage (s3://bucket/sweeps), pass --tracking-uri (an MLflow server)",
+        ),
+        (
+            ["--storage", "nosuchfs://x/y", "--tracking-uri", "http://127.0.0.1:9"],
+            "sweep.run: error: cannot read the storage nosuchfs://x/y:",
+        ),
     ],
 )
 def test_unusable_storage_stops_with_one_line(args, message):

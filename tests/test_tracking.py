@@ -28,7 +28,15 @@ SPEC = build_sweep("lenet", profile="smoke")[0]
 
 
 def epoch_result(epoch: int, final: bool = False) -> dict:
-    result = {"epoch": epoch, "train_loss": 1 / epoch, "train_acc": 50.0, "test_acc": 90.0 + epoch, "lr": 0.01, "epoch_seconds": 1.0, "images_per_second": 10.0}
+    result = {
+        "epoch": epoch,
+        "train_loss": 1 / epoch,
+        "train_acc": 50.0,
+        "test_acc": 90.0 + epoch,
+        "lr": 0.01,
+        "epoch_seconds": 1.0,
+        "images_per_second": 10.0,
+    }
     if final:
         result.update({noise_metric(p.noise, p.level): 80.0 for p in noise_suite(SPEC.dataset)})
     return result
@@ -51,7 +59,11 @@ def test_an_epoch_logged_again_is_not_doubled_even_by_a_fresh_tracker(tmp_path):
     again.log_result(SPEC, epoch_result(3, final=True))
     again.finish(SPEC, epoch_result(3, final=True))
     (run,) = again.client.search_runs([again.experiment_id])
-    assert steps(again.client, run.info.run_id) == [1, 2, 3] and steps(again.client, run.info.run_id, "test_acc") == [1, 2, 3]
+    assert steps(again.client, run.info.run_id) == [1, 2, 3] and steps(again.client, run.info.run_id, "test_acc") == [
+        1,
+        2,
+        3,
+    ]
     assert run.info.status == "FINISHED" and run.data.tags["launch"] == "one"
 
 
@@ -121,7 +133,10 @@ def test_the_writer_delivers_in_order_exactly_once_through_an_outage_without_blo
     assert writer.drain(30) == 0
     assert FlakyTracker.delivered == list(range(1, 21))
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("MLflow at http://127.0.0.1:9 is unavailable (connection refused): ") and "writes wait" in err[0]
+    assert (
+        err[0].startswith("MLflow at http://127.0.0.1:9 is unavailable (connection refused): ")
+        and "writes wait" in err[0]
+    )
     assert err[1].startswith("MLflow at http://127.0.0.1:9 is back after ")
 
 
@@ -137,13 +152,30 @@ def mnist_root(tmp_path_factory):
 
 def sweep_args(storage: Path, mnist_root: Path, epochs: int, *extra: str) -> list[str]:
     # --overhead-budget 1: every epoch evaluates, so that assert_every_trial_once can check every epoch's test_acc.
-    return ["lenet", "--profile", "smoke", "--storage", str(storage), "--data-root", str(mnist_root), "--set", f"epochs={epochs}",
-            "--overhead-budget", "1", *extra]
+    return [
+        "lenet",
+        "--profile",
+        "smoke",
+        "--storage",
+        str(storage),
+        "--data-root",
+        str(mnist_root),
+        "--set",
+        f"epochs={epochs}",
+        "--overhead-budget",
+        "1",
+        *extra,
+    ]
 
 
 def start_driver(args: list[str], ray_address: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sweep.run", *args, "--address", ray_address], cwd=PROJECT,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep.run", *args, "--address", ray_address],
+        cwd=PROJECT,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def assert_every_trial_once(uri: str, epochs: int) -> None:
@@ -155,7 +187,10 @@ def assert_every_trial_once(uri: str, epochs: int) -> None:
     for run in runs:
         assert run.info.status == "FINISHED", run.data.tags["trial_key"]
         for metric in ("epoch", "train_loss", "test_acc"):
-            assert steps(client, run.info.run_id, metric) == list(range(1, epochs + 1)), (run.data.tags["trial_key"], metric)
+            assert steps(client, run.info.run_id, metric) == list(range(1, epochs + 1)), (
+                run.data.tags["trial_key"],
+                metric,
+            )
         assert sum(name.startswith("acc/") for name in run.data.metrics) == 24
 
 
@@ -186,7 +221,9 @@ def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cl
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
     epochs = 8
-    driver = start_driver(sweep_args(tmp_path / "store", mnist_root, epochs, "--tracking-uri", uri), ray_cluster, tmp_path / "driver.log")
+    driver = start_driver(
+        sweep_args(tmp_path / "store", mnist_root, epochs, "--tracking-uri", uri), ray_cluster, tmp_path / "driver.log"
+    )
     try:
         wait_for(lambda: logged_epochs(uri) >= 2, 180, "the first epochs in MLflow")
         kill(server)
@@ -195,8 +232,14 @@ def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cl
         # stays away twice as long at least, and until a write has failed (the writer says so) and 8 more epochs
         # have trained; then it takes seconds to start again. The driver outlives the outage: training, or
         # waiting up to --tracking-wait at the end.
-        wait_for(lambda: writer_reports_unavailable(tmp_path / "driver.log", uri) and reported_epochs(tmp_path / "store") >= before + 8,
-                 180, "the writer's word of the outage, and 8 more epochs")
+        wait_for(
+            lambda: (
+                writer_reports_unavailable(tmp_path / "driver.log", uri)
+                and reported_epochs(tmp_path / "store") >= before + 8
+            ),
+            180,
+            "the writer's word of the outage, and 8 more epochs",
+        )
         time.sleep(max(0.0, outage_start + 2 * MLFLOW_GIVES_UP_S - time.monotonic()))
         assert driver.poll() is None and reported_epochs(tmp_path / "store") >= before + 8  # training went on
         server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
@@ -248,7 +291,11 @@ def test_a_driver_killed_mid_sweep_resumes_without_a_duplicate_run_or_point(ray_
     def finished() -> int:
         client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name("lenet")
-        return sum(r.info.status == "FINISHED" for r in client.search_runs([experiment.experiment_id])) if experiment else 0
+        return (
+            sum(r.info.status == "FINISHED" for r in client.search_runs([experiment.experiment_id]))
+            if experiment
+            else 0
+        )
 
     try:
         wait_for(lambda: finished() >= 2, 240, "two finished trials")
@@ -265,7 +312,9 @@ def test_a_driver_killed_mid_sweep_resumes_without_a_duplicate_run_or_point(ray_
     assert {r.data.tags["launch"] for r in runs} == {launch} and not any("supersedes" in r.data.tags for r in runs)
 
 
-def test_a_driver_that_stops_between_recording_the_sweep_and_starting_tune_resumes_cleanly(ray_cluster, tmp_path, mnist_root, monkeypatch):
+def test_a_driver_that_stops_between_recording_the_sweep_and_starting_tune_resumes_cleanly(
+    ray_cluster, tmp_path, mnist_root, monkeypatch
+):
     from ray import tune
 
     args = sweep_args(tmp_path, mnist_root, 1)
@@ -290,7 +339,9 @@ def test_a_driver_that_stops_between_recording_the_sweep_and_starting_tune_resum
 def auth_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("auth")
     port = free_ports(1)[0]
-    server = start_mlflow_server(folder / "server", port, folder / "mlflow.log", auth_password="right-password", workers=1)
+    server = start_mlflow_server(
+        folder / "server", port, folder / "mlflow.log", auth_password="right-password", workers=1
+    )
     yield f"http://127.0.0.1:{port}"
     kill(server)
 
@@ -298,12 +349,19 @@ def auth_server(tmp_path_factory):
 @pytest.mark.parametrize(
     ("credentials", "message"),
     [
-        ({}, "the MLflow tracking server at {uri} asks for credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
-        ({"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "wrong"},
-         "the MLflow tracking server at {uri} refused user 'admin' (HTTP 401): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+        (
+            {},
+            "the MLflow tracking server at {uri} asks for credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        ),
+        (
+            {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "wrong"},
+            "the MLflow tracking server at {uri} refused user 'admin' (HTTP 401): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        ),
     ],
 )
-def test_a_missing_or_wrong_credential_is_one_line_and_exit_2(auth_server, tmp_path, mnist_root, monkeypatch, capsys, credentials, message):
+def test_a_missing_or_wrong_credential_is_one_line_and_exit_2(
+    auth_server, tmp_path, mnist_root, monkeypatch, capsys, credentials, message
+):
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     for name, value in credentials.items():

@@ -92,7 +92,9 @@ def test_train_epoch_reports_the_loss_of_every_step():
     model = build_model(ModelSpec(arch="lenet", variant="D"))
     before = copy.deepcopy(model)
     images, labels = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8), torch.arange(64) % 10
-    stats = train_epoch(model, make_optimizer(model, recipe), images, labels, recipe, identity(), torch.Generator().manual_seed(0), 0)
+    stats = train_epoch(
+        model, make_optimizer(model, recipe), images, labels, recipe, identity(), torch.Generator().manual_seed(0), 0
+    )
     first = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:8]  # the epoch's first batch
     assert len(stats.step_losses) == 4 and all(type(loss) is float for loss in stats.step_losses)
     assert stats.step_losses[0] == F.cross_entropy(before(images[first].float().div_(255)), labels[first]).item()
@@ -100,7 +102,9 @@ def test_train_epoch_reports_the_loss_of_every_step():
 
 
 def test_warmup_rates_follow_the_formula_then_the_base_rate_and_its_milestones():
-    recipe = dataclasses.replace(default_recipe("lenet", "paper"), lr=0.1, warmup_epochs=0.5, milestones=(2,), lr_decay=0.1)
+    recipe = dataclasses.replace(
+        default_recipe("lenet", "paper"), lr=0.1, warmup_epochs=0.5, milestones=(2,), lr_decay=0.1
+    )
     steps = 10  # warm-up: 0.5 epochs x 10 steps = 5 steps, rate 0.1 x (s + 1) / 5
     rates = [learning_rate(recipe, 0, step, steps) for step in range(steps)]
     assert rates[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
@@ -113,12 +117,22 @@ def test_warmup_rates_follow_the_formula_then_the_base_rate_and_its_milestones()
 
 def test_train_epoch_applies_the_per_step_rates_and_clips_gradients():
     torch.manual_seed(0)
-    recipe = dataclasses.replace(default_recipe("lenet", "smoke"), lr=0.1, warmup_epochs=1.0, max_train_batches=4, batch_size=8, grad_clip=1e-6)
+    recipe = dataclasses.replace(
+        default_recipe("lenet", "smoke"), lr=0.1, warmup_epochs=1.0, max_train_batches=4, batch_size=8, grad_clip=1e-6
+    )
     model = build_model(ModelSpec(arch="lenet", variant="D"))
     optimizer = make_optimizer(model, recipe)
     seen = []
     step = optimizer.step
-    optimizer.step = lambda *a, **k: (seen.append((optimizer.param_groups[0]["lr"], torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item())), step(*a, **k))[1]
+    optimizer.step = lambda *a, **k: (
+        seen.append(
+            (
+                optimizer.param_groups[0]["lr"],
+                torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item(),
+            )
+        ),
+        step(*a, **k),
+    )[1]
     images, labels = torch.randint(0, 255, (64, 1, 28, 28), dtype=torch.uint8), torch.arange(64) % 10
     train_epoch(model, optimizer, images, labels, recipe, identity(), torch.Generator().manual_seed(0), 0)
     assert [rate for rate, _ in seen] == pytest.approx([0.025, 0.05, 0.075, 0.1])
@@ -131,7 +145,16 @@ def test_a_non_finite_loss_stops_the_epoch_with_the_step_it_happened():
     model = build_model(ModelSpec(arch="lenet", variant="A"))
     images, labels = torch.randint(0, 255, (800, 1, 28, 28), dtype=torch.uint8), torch.arange(800) % 10
     with pytest.raises(NonFiniteLoss) as caught:
-        train_epoch(model, make_optimizer(model, recipe), images, labels, recipe, identity(), torch.Generator().manual_seed(0), 0)
+        train_epoch(
+            model,
+            make_optimizer(model, recipe),
+            images,
+            labels,
+            recipe,
+            identity(),
+            torch.Generator().manual_seed(0),
+            0,
+        )
     assert caught.value.step < 20 and str(caught.value).startswith("loss is ")
 
 
@@ -143,11 +166,17 @@ def test_health_monitor_judges_learning_once_enough_steps_were_taken():
         "training loss 2.300 over steps 91-120 (epoch 2) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-30: 2.300)"
     )
     assert monitor == HealthMonitor(10, steps=120, judged=True, window=[])  # the window is let go once judged
-    assert HealthMonitor(10).check_epoch(1, [1.9] * 469, accuracy=14.0) == "clean test accuracy 14.00 % after epoch 1 is at chance (10 %)"
+    assert (
+        HealthMonitor(10).check_epoch(1, [1.9] * 469, accuracy=14.0)
+        == "clean test accuracy 14.00 % after epoch 1 is at chance (10 %)"
+    )
     healthy = HealthMonitor(100)
     assert healthy.check_epoch(1, [3.8] * 391, accuracy=9.0) is None
     assert healthy.check_epoch(2, [9.0] * 391, accuracy=20.0) is None  # judged once: the loss is not looked at again
-    assert healthy.check_epoch(3, [3.0] * 391, accuracy=1.2) == "clean test accuracy fell back to chance: 1.20 % at epoch 3"
+    assert (
+        healthy.check_epoch(3, [3.0] * 391, accuracy=1.2)
+        == "clean test accuracy fell back to chance: 1.20 % at epoch 3"
+    )
     smoke_wrn = HealthMonitor(10)
     assert smoke_wrn.check_epoch(1, [0.01, 0.01], accuracy=3.0) is None  # smoke WRN: two steps, never judged
     assert smoke_wrn == HealthMonitor(10, steps=2, judged=False, window=[0.01, 0.01])
@@ -189,8 +218,15 @@ def test_recorded_slow_starters_are_healthy(name):
 
 def test_the_slow_starters_failed_the_whole_window_mean_and_pass_on_their_late_steps():
     # the old rule: the mean of all 100 steps below 0.9 ln 10 = 2.072; the new one looks at steps 76-100
-    quarters = {name: [round(sum(trace(name)[i : i + 25]) / 25, 3) for i in range(0, 100, 25)] for name in ("slow-D-s1", "slow-PD-s1", "slow-PB-s17")}
-    assert {name: round(sum(trace(name)) / 100, 3) for name in quarters} == {"slow-D-s1": 2.111, "slow-PD-s1": 2.117, "slow-PB-s17": 2.25}
+    quarters = {
+        name: [round(sum(trace(name)[i : i + 25]) / 25, 3) for i in range(0, 100, 25)]
+        for name in ("slow-D-s1", "slow-PD-s1", "slow-PB-s17")
+    }
+    assert {name: round(sum(trace(name)) / 100, 3) for name in quarters} == {
+        "slow-D-s1": 2.111,
+        "slow-PD-s1": 2.117,
+        "slow-PB-s17": 2.25,
+    }
     assert quarters == {
         "slow-D-s1": [2.302, 2.286, 2.213, 1.645],
         "slow-PD-s1": [2.302, 2.286, 2.216, 1.663],
@@ -201,13 +237,31 @@ def test_the_slow_starters_failed_the_whole_window_mean_and_pass_on_their_late_s
 @pytest.mark.parametrize(
     "name, reason",
     [
-        ("collapse-PA-s2-lr0.1", "training loss 2.307 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 2.353)"),
-        ("collapse-PB-s3-lr0.1", "training loss 2.306 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 2.378)"),
+        (
+            "collapse-PA-s2-lr0.1",
+            "training loss 2.307 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 2.353)",
+        ),
+        (
+            "collapse-PB-s3-lr0.1",
+            "training loss 2.306 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 2.378)",
+        ),
         # learned (1.192 over steps 26-50), then collapsed: its mean of all 100 steps, 2.070, passed the old rule
-        ("collapse-PB-s6-lr0.1", "training loss 2.312 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 2.172)"),
-        ("collapse-PB-s8-lr0.1", "training loss 2.309 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 2.050)"),
-        ("collapse-PA-s4-lr0.1-paper", "training loss 2.303 over steps 353-469 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-117: 2.199)"),
-        ("spike-collapse-PA-s1-lr0.5", "training loss 2.318 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 3.409)"),
+        (
+            "collapse-PB-s6-lr0.1",
+            "training loss 2.312 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 2.172)",
+        ),
+        (
+            "collapse-PB-s8-lr0.1",
+            "training loss 2.309 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 2.050)",
+        ),
+        (
+            "collapse-PA-s4-lr0.1-paper",
+            "training loss 2.303 over steps 353-469 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-117: 2.199)",
+        ),
+        (
+            "spike-collapse-PA-s1-lr0.5",
+            "training loss 2.318 over steps 76-100 (epoch 1) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-25: 3.409)",
+        ),
         ("nan-PA-s0-lr50", "loss is nan at epoch 1 step 22"),
     ],
 )
@@ -215,7 +269,14 @@ def test_recorded_collapses_are_diverged_whatever_their_test_accuracy(name, reas
     assert HealthMonitor(10).check_epoch(1, trace(name), accuracy=99.0) == reason
 
 
-@pytest.mark.parametrize("name, verdict", [("slow-D-s1", None), ("slow-PB-s17", None), ("collapse-PB-s6-lr0.1", "training loss 2.312 over steps 76-100 (epoch 3)")])
+@pytest.mark.parametrize(
+    "name, verdict",
+    [
+        ("slow-D-s1", None),
+        ("slow-PB-s17", None),
+        ("collapse-PB-s6-lr0.1", "training loss 2.312 over steps 76-100 (epoch 3)"),
+    ],
+)
 def test_a_trial_resumed_between_epochs_gets_the_verdict_of_an_unbroken_one(name, verdict):
     losses, epochs = trace(name), (30, 30, 40)  # one window of 100 steps in three epochs
     unbroken, resumed = HealthMonitor(10), HealthMonitor(10)
@@ -233,7 +294,11 @@ def test_a_trial_resumed_between_epochs_gets_the_verdict_of_an_unbroken_one(name
         assert verdicts[2][0] is None and whole is None
     else:
         assert verdicts[2][0].startswith(verdict) and verdicts[2][0] == whole.replace("(epoch 1)", "(epoch 3)")
-    older = {"num_classes": 10, "steps": 300, "judged": True}  # the health state of a checkpoint written before the window
+    older = {
+        "num_classes": 10,
+        "steps": 300,
+        "judged": True,
+    }  # the health state of a checkpoint written before the window
     assert HealthMonitor(**older) == HealthMonitor(10, 300, True, [])
 
 

@@ -94,7 +94,9 @@ def main() -> None:
         if lr < 50:
             stats = train_epoch(model, optimizer, data.train_images, data.train_labels, recipe, normalize, generator, 0)
             # the loop above must be train_epoch's: same losses where both run
-            assert key != "slow-D-s1" or list(stats.step_losses) == until_non_finite(data, normalize, name, seed, profile, lr)
+            assert key != "slow-D-s1" or list(stats.step_losses) == until_non_finite(
+                data, normalize, name, seed, profile, lr
+            )
             test_images, test_labels = capped_test_set(data.test_images, data.test_labels, recipe)
             entry["test_acc"] = round(evaluate(model, test_images, test_labels, normalize, recipe.eval_batch_size), 2)
             losses = stats.step_losses
