@@ -16,9 +16,10 @@ from pathlib import Path
 from perturb import noise_suite
 from sweep.aggregate import main as aggregate
 from sweep.catalog import build_sweep
-from sweep.metrics import noise_metric
+from sweep.metrics import epoch_metrics, noise_metric
 from sweep.specs import TrialSpec
 from sweep.tracking import Tracker
+from sweep.training import EpochStats
 
 
 def trials(count: int) -> list[TrialSpec]:
@@ -32,15 +33,8 @@ def build_store(root: Path, count: int) -> str:
     tracker = Tracker(uri, "paper_full", root / "mlartifacts")
     for i, spec in enumerate(trials(count)):
         tracker.open_run(spec)
-        result = {
-            "epoch": spec.recipe.epochs,
-            "train_loss": 0.1,
-            "train_acc": 99.0,
-            "test_acc": 95.0,
-            "lr": 0.001,
-            "epoch_seconds": 1.0,
-            "images_per_second": 1000.0,
-        }
+        stats = EpochStats(loss=0.1, accuracy=99.0, images=1000, seconds=1.0, step_losses=(), lr=0.001, steps=8)
+        result = epoch_metrics(spec.recipe.epochs, stats, test_acc=95.0)
         result.update({noise_metric(p.noise, p.level): 90.0 - 10 * p.level for p in noise_suite(spec.dataset)})
         tracker.log_result(spec, result)
         tracker.finish(spec, result)

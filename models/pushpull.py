@@ -5,9 +5,18 @@ A drop-in replacement for ``nn.Conv2d`` whose response is
     P(I) = ReLU(k * I) - alpha * ReLU(-k_up * I)
 
 where ``k`` is the learned (push) kernel and ``k_up`` the pull kernel: ``k`` resized by the factor ``h``.
-It follows the authors' public implementation (``PPmodule2d``) in everything a user can observe: kernel
-sizes, paddings, the negated bias of the pull branch, gradients through the pull kernel and the
-state-dict keys (``push.weight``, ``push.bias``, ``alpha``), so their checkpoints load into it.
+It follows the authors' public implementation (``PPmodule2d``) in kernel sizes, paddings, the negated bias
+of the pull branch, gradients through the pull kernel and the state-dict keys (``push.weight``,
+``push.bias``, ``alpha``), so their checkpoints load into it. It is not identical in three places:
+
+- a trained alpha (``train_alpha=True``) starts at the given ``alpha`` in every channel
+  (``torch.full``, no random draw), whereas ``PPmodule2d`` ignores the given alpha and draws each
+  channel's from U(0.5 - r, 0.5 + r), r = 1 / sqrt(in_channels * out_channels), with the global RNG, so
+  under the same seed the initial weights of the layers built after it differ too;
+- with ``dilation > 1`` the pull padding is scaled by the dilation so that the maps align (the
+  reference's differ in size and its forward fails);
+- an even kernel size with ``h > 1`` is rejected in the constructor (in both, the pull kernel is odd,
+  so its map is one pixel smaller than the push map and the forward would fail).
 """
 
 import math
@@ -44,7 +53,8 @@ class PushPull2d(nn.Module):
         h: upsampling factor of the pull kernel relative to the push kernel, >= 1.
         alpha: inhibition strength, >= 0. A fixed float unless ``train_alpha``.
         train_alpha: make alpha a learned per-channel parameter of shape (1, out_channels, 1, 1),
-            initialised to ``alpha`` and used as ``ReLU(alpha)`` so that it stays >= 0.
+            initialised to ``alpha`` (the reference draws it at random instead: see the module
+            docstring) and used as ``ReLU(alpha)`` so that it stays >= 0.
 
     Shape:
         input (N, in_channels, H, W) -> output (N, out_channels, H_out, W_out) with H_out, W_out as for
@@ -80,6 +90,11 @@ class PushPull2d(nn.Module):
                 raise ValueError(f"PushPull2d needs an integer {name}, got {name}={value!r}")
         if not h >= 1:
             raise ValueError(f"PushPull2d needs h >= 1 (the pull kernel is at least the push kernel), got h={h}")
+        if kernel_size % 2 == 0 and h > 1:
+            raise ValueError(
+                f"PushPull2d needs an odd kernel_size when h > 1 (push and pull kernels share a centre), "
+                f"got kernel_size={kernel_size}"
+            )
         if not alpha >= 0:
             raise ValueError(f"PushPull2d needs alpha >= 0 (an inhibition strength), got alpha={alpha}")
 

@@ -10,13 +10,14 @@ from perturb.suites import (
     Noise,
     Perturbation,
     Suite,
+    apply_perturbation,
     noise_seed,
     noise_suite,
-    perturb,
     perturb_test_set,
     suite_settings,
 )
 
+# The package's face: the noise ops and perturb.suites' __all__ again, a deliberate twin of that list.
 __all__ = [
     "NOISES",
     "NOISE_FAMILIES",
@@ -29,7 +30,7 @@ __all__ = [
     "gaussian_noise",
     "noise_seed",
     "noise_suite",
-    "perturb",
+    "apply_perturbation",
     "perturb_test_set",
     "poisson_noise",
     "shot_noise",

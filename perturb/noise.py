@@ -41,32 +41,33 @@ def _clip(noisy: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     return torch.maximum(noisy, _low_clip(images)).clamp(max=1.0)
 
 
-def gaussian_noise(
+def _zero_mean_noise(
+    name: str,
     images: torch.Tensor,
+    scale: torch.Tensor | float,
     variance: float,
-    *,
-    generator: torch.Generator | None = None,
-    clip: bool = False,
+    generator: torch.Generator | None,
+    clip: bool,
+) -> torch.Tensor:
+    """``images + scale * N(0, variance)``: Gaussian noise (scale 1) and speckle noise (scale the images)."""
+    if not variance >= 0:
+        raise ValueError(f"{name} noise variance must be >= 0, got {variance}")
+    noisy = images + scale * _standard_normal(images, generator) * variance**0.5
+    return _clip(noisy, images) if clip else noisy
+
+
+def gaussian_noise(
+    images: torch.Tensor, variance: float, *, generator: torch.Generator | None = None, clip: bool = False
 ) -> torch.Tensor:
     """``images + N(0, variance)``. images: (N, C, H, W) float in [0, 1]; returns the same shape."""
-    if not variance >= 0:
-        raise ValueError(f"gaussian noise variance must be >= 0, got {variance}")
-    noisy = images + _standard_normal(images, generator) * variance**0.5
-    return _clip(noisy, images) if clip else noisy
+    return _zero_mean_noise("gaussian", images, 1.0, variance, generator, clip)
 
 
 def speckle_noise(
-    images: torch.Tensor,
-    variance: float,
-    *,
-    generator: torch.Generator | None = None,
-    clip: bool = False,
+    images: torch.Tensor, variance: float, *, generator: torch.Generator | None = None, clip: bool = False
 ) -> torch.Tensor:
     """``images + images * N(0, variance)``. images: (N, C, H, W) float in [0, 1]; returns the same shape."""
-    if not variance >= 0:
-        raise ValueError(f"speckle noise variance must be >= 0, got {variance}")
-    noisy = images + images * _standard_normal(images, generator) * variance**0.5
-    return _clip(noisy, images) if clip else noisy
+    return _zero_mean_noise("speckle", images, images, variance, generator, clip)
 
 
 def change_contrast(images: torch.Tensor, contrast: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ __all__ = [
     "Suite",
     "noise_seed",
     "noise_suite",
-    "perturb",
+    "apply_perturbation",
     "perturb_test_set",
     "suite_settings",
 ]
@@ -263,7 +263,7 @@ def noise_seed(dataset: str, perturbation: Perturbation) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
 
-def perturb(
+def apply_perturbation(
     images: torch.Tensor, perturbation: Perturbation, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Apply one noise setting to a batch. images: (N, C, H, W) in [0, 1]; returns the same shape."""
@@ -278,4 +278,4 @@ def perturb_test_set(images: torch.Tensor, dataset: str, perturbation: Perturbat
     for every model, whatever batch size the caller later evaluates with.
     """
     generator = torch.Generator(device="cpu").manual_seed(noise_seed(dataset, perturbation))
-    return perturb(images, perturbation, generator=generator)
+    return apply_perturbation(images, perturbation, generator=generator)

@@ -89,7 +89,9 @@ def _trial_identity(run: object) -> tuple | None:
     recipe = recipe_id(run)
     if recipe == UNKNOWN_RECIPE:
         return None
-    return (recipe, *(run.data.params.get(name) for name in ("dataset", "model", "h", "alpha", "seed")))
+    params = run.data.params
+    # A field that does not apply is absent in runs of this engine and "None" in older ones: the same trial.
+    return (recipe, *(params.get(name, "None") for name in ("dataset", "model", "h", "alpha", "seed")))
 
 
 def _latest(runs: list) -> object:

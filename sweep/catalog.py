@@ -15,7 +15,9 @@ def _wrn(
     return ModelSpec(arch="wrn", depth=depth, width=width, pushpull=pushpull, h=h, alpha=alpha, num_classes=classes)
 
 
-def _twins(dataset: str, models: list[tuple[int, int]], classes: int = 10) -> list[tuple[str, ModelSpec]]:
+def _with_and_without_pushpull(
+    dataset: str, models: list[tuple[int, int]], classes: int = 10
+) -> list[tuple[str, ModelSpec]]:
     """Each WRN-depth-width without and with the paper's push-pull stem (h=2, alpha=1)."""
     return [(dataset, _wrn(d, w, pp, classes=classes)) for d, w in models for pp in (False, True)]
 
@@ -32,13 +34,16 @@ SWEEPS: dict[str, tuple[str, list[tuple[str, ModelSpec]]]] = {
     ),
     "wrn_width": (
         "WRN-28-{1,4,8,10} with and without push-pull on CIFAR-10 (Figs. 6, 8)",
-        _twins("cifar10", [(28, 1), (28, 4), (28, 8), (28, 10)]),
+        _with_and_without_pushpull("cifar10", [(28, 1), (28, 4), (28, 8), (28, 10)]),
     ),
     "wrn_depth": (
         "WRN-{16,22,28,40}-10 with and without push-pull on CIFAR-10 (Figs. 7, 9)",
-        _twins("cifar10", [(16, 10), (22, 10), (28, 10), (40, 10)]),
+        _with_and_without_pushpull("cifar10", [(16, 10), (22, 10), (28, 10), (40, 10)]),
     ),
-    "cifar100": ("WRN-28-10 with and without push-pull on CIFAR-100 (Table 2)", _twins("cifar100", [(28, 10)], 100)),
+    "cifar100": (
+        "WRN-28-10 with and without push-pull on CIFAR-100 (Table 2)",
+        _with_and_without_pushpull("cifar100", [(28, 10)], 100),
+    ),
     "sensitivity": ("WRN-16-10 and WRN-16-10-PP for h in {1, 1.5, 2} x alpha in {0.5, 1, 1.5} (Table 3)", _SENSITIVITY),
 }
 SWEEPS["paper_full"] = (
@@ -65,7 +70,7 @@ def build_sweep(
     trials: dict[str, TrialSpec] = {}
     for seed in range(seeds):
         for dataset, model in SWEEPS[name][1]:
-            arch = DATASETS[dataset][0]
+            arch = DATASETS[dataset].arch
             spec = TrialSpec(dataset, model, default_recipe(arch, profile), seed)
             spec = apply_overrides(spec, overrides or [])
             trials.setdefault(spec.key, spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,29 +60,83 @@ def _as_tensors(split: datasets.VisionDataset) -> tuple[torch.Tensor, torch.Tens
     return images.contiguous(), torch.as_tensor(split.targets, dtype=torch.int64)
 
 
-def load_dataset(name: str, root: str | Path) -> DatasetTensors:
-    """Load ``name`` (``mnist``, ``cifar10``, ``cifar100``) from ``root``, downloading it there if absent.
+def _files(name: str, root: Path) -> tuple[list[Path], list[Path]]:
+    """The files torchvision's class for ``name`` loads from ``root`` without downloading, and the archives
+    from which its ``download=True`` makes them without a network (it extracts an archive that is there)."""
+    cls = _CLASSES[name]
+    if name == "mnist":
+        raw = root / cls.__name__ / "raw"
+        archives = [raw / archive for archive, _ in cls.resources]
+        return [path.with_suffix("") for path in archives], archives
+    folder = root / cls.base_folder
+    names = [entry[0] for entry in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return [folder / file for file in names], [root / cls.filename]
 
-    Raises DataUnavailable with one line saying what to put where when it is absent and cannot be
-    downloaded (an offline machine).
+
+def _new_paths(name: str, root: Path) -> list[Path]:
+    """The paths a download of ``name`` into ``root`` may create that do not exist now: what to remove when
+    it fails, so that a failed download leaves nothing behind."""
+    cls = _CLASSES[name]
+    candidates = [root / cls.__name__] if name == "mnist" else [root / cls.base_folder, root / cls.filename]
+    top = root
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return [path for path in [top, *candidates] if not path.exists()]
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
+def load_dataset(name: str, root: str | Path, download: bool = True) -> DatasetTensors | None:
+    """Load ``name`` (``mnist``, ``cifar10``, ``cifar100``) from ``root``, downloading it there if absent and
+    ``download`` is true (a failed download leaves nothing behind).
+
+    Nothing is created under ``root`` unless a download is tried (torchvision's classes are constructed
+    only once their files are there). Raises DataUnavailable with one line saying what to put where when
+    the data set is absent and cannot be downloaded (an offline machine, or ``download`` false), or when
+    its files do not load. With ``download`` false and only the archives there (which torchvision extracts
+    when asked to download), the archives are not checked and the result is None.
     """
     cls = _CLASSES[name]
-    root = str(Path(root).expanduser())
+    root = Path(root).expanduser()
+    where = _WHAT_TO_PUT_WHERE[name].format(root=root)
+    files, archives = _files(name, root)
     try:
-        train, test = cls(root, train=True), cls(root, train=False)
-    except RuntimeError:
-        try:
-            # torchvision prints each failed mirror; one line of our own says it better.
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                train, test = cls(root, train=True, download=True), cls(root, train=False, download=True)
-        except Exception as error:  # noqa: BLE001 - any download failure ends in the same advice
-            where = _WHAT_TO_PUT_WHERE[name].format(root=root)
+        if all(path.is_file() for path in files):
+            train, test = cls(str(root), train=True), cls(str(root), train=False)
+        elif not download:
+            if all(path.is_file() for path in archives):
+                return None
             raise DataUnavailable(
-                f"{name} is not in {root} and could not be downloaded ({type(error).__name__}): put {where}, "
-                f"or pass --data-root DIR"
-            ) from None
-    train_images, train_labels = _as_tensors(train)
-    test_images, test_labels = _as_tensors(test)
+                f"{name} is not in {root} (a dry run downloads nothing): put {where}, or pass --data-root DIR"
+            )
+        else:
+            created = _new_paths(name, root)
+            try:
+                # torchvision prints each failed mirror; one line of our own says it better.
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    train, test = cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
+            except Exception as error:  # noqa: BLE001 - any download failure ends in the same advice
+                _remove(created)
+                raise DataUnavailable(
+                    f"{name} is not in {root} and could not be downloaded ({type(error).__name__}): put {where}, "
+                    f"or pass --data-root DIR"
+                ) from None
+        train_images, train_labels = _as_tensors(train)
+        test_images, test_labels = _as_tensors(test)
+    except DataUnavailable:
+        raise
+    except Exception as error:  # noqa: BLE001 - a corrupt or truncated file, a failed checksum, ...
+        text = str(error).strip()
+        reason = text.splitlines()[0] if text else type(error).__name__
+        raise DataUnavailable(
+            f"{name} in {root} does not load ({reason}): put {where}, or pass --data-root DIR"
+        ) from None
     return DatasetTensors(train_images, train_labels, test_images, test_labels)
 
 

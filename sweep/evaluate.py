@@ -176,7 +176,7 @@ def _jobs(storage: SweepStorage, sweep: str, suite: str, runs: list) -> tuple[li
 def _spec_of(storage: SweepStorage, sweep: str, key: str) -> TrialSpec | None:
     """The spec Tune ran trial ``key`` with (its ``params.json``), None when the folder has none."""
     text = storage.read_text(f"{sweep}/{key}/params.json")
-    return None if text is None else TrialSpec.from_dict(json.loads(text)["spec"])
+    return None if text is None else TrialSpec.from_config(json.loads(text))
 
 
 def _score_on_cluster(
@@ -251,7 +251,7 @@ def _tracking_uri(storage: SweepStorage, sweep: str, explicit: str | None) -> st
     text = storage.read_text(f"{sweep}.sweep.json")
     if text is None:
         raise EvaluateError(f"no sweep {sweep!r} in {storage.location}: pass the --storage it ran with")
-    uri = explicit or json.loads(text)["tracking_uri"]
+    uri = explicit or storage.resolve(json.loads(text)["tracking_uri"])
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise EvaluateError(f"no MLflow store at {uri}: pass --tracking-uri")
     return uri

@@ -120,16 +120,18 @@ class TrackingWriter:
 
 
 _WRITERS: dict[tuple[str, str], TrackingWriter] = {}
+_LAUNCHED: dict[str, TrackingWriter] = {}  # sweep -> the writer of its latest launch in this process
 _WRITERS_LOCK = threading.Lock()
 
 
 def writer_for(tracking_uri: str, sweep: str, artifact_root: Path | None = None, launch: str = "") -> TrackingWriter:
-    """The one writer of (``tracking_uri``, ``sweep``) in this process: ``sweep.run`` and the Tune
-    callback (which ``Tuner.restore`` unpickles) share it, so that a single thread orders every write."""
+    """The one writer of (``tracking_uri``, ``sweep``) in this process, which the sweep's
+    :class:`TrackingCallback` then hands its events to: a single thread orders every write."""
     with _WRITERS_LOCK:
         key = (tracking_uri, sweep)
         if key not in _WRITERS:
             _WRITERS[key] = TrackingWriter(tracking_uri, sweep, artifact_root, launch)
+        _LAUNCHED[sweep] = _WRITERS[key]
         return _WRITERS[key]
 
 
@@ -153,22 +155,27 @@ def replay_trials(storage: SweepStorage, sweep: str, specs: list[TrialSpec], wri
 
 
 class TrackingCallback(tune.Callback):
-    """Hands Tune's trial events to the sweep's :class:`TrackingWriter`, on the driver; never blocks.
+    """Hands Tune's trial events to the writer of ``sweep`` that :func:`writer_for` made last in this
+    process (the driver's, made before the Tuner runs); never blocks.
 
-    Tune pickles its callbacks with the experiment (``Tuner.restore`` brings them back), so this one
-    keeps only where to log and finds its writer with :func:`writer_for`.
+    Tune pickles its callbacks with the experiment (``Tuner.restore`` brings them back), so this one keeps
+    the sweep's name alone: where to log is the driver's to say, also for a storage moved since it started.
     """
 
-    def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None, launch: str = "") -> None:
-        self.writer_args = (tracking_uri, sweep, artifact_root, launch)
+    def __init__(self, sweep: str) -> None:
+        self.sweep = sweep
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Sweeps started before this engine pickled (tracking_uri, sweep, artifact_root, launch).
+        self.sweep = state["sweep"] if "sweep" in state else state["writer_args"][1]
 
     @property
     def writer(self) -> TrackingWriter:
-        return writer_for(*self.writer_args)
+        return _LAUNCHED[self.sweep]
 
     @staticmethod
     def _spec(trial: Any) -> TrialSpec:
-        return TrialSpec.from_dict(trial.config["spec"])
+        return TrialSpec.from_config(trial.config)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.writer.submit("open_run", self._spec(trial))

@@ -8,6 +8,8 @@ from importlib import resources
 
 import pandas as pd
 
+from models import pushpull_name
+
 __all__ = ["PAPER_TABLES", "READINGS", "PaperTable", "cell_model_name", "paper_cells", "paper_results"]
 
 
@@ -95,10 +97,8 @@ PAPER_TABLES: tuple[PaperTable, ...] = (
 
 def cell_model_name(paper_model: str, pushpull: bool) -> str:
     """The paper's CSV names (``LeNet-A`` + pushpull) as model names (``PA``, ``WRN-28-10-PP``)."""
-    if paper_model.startswith("LeNet-"):
-        variant = paper_model.removeprefix("LeNet-")
-        return f"P{variant}" if pushpull else variant
-    return f"{paper_model}-PP" if pushpull else paper_model
+    plain = paper_model.removeprefix("LeNet-")
+    return pushpull_name(plain) if pushpull else plain
 
 
 def paper_results() -> pd.DataFrame:

@@ -18,9 +18,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from models import DEFAULT_ALPHA, DEFAULT_H, plain_name  # noqa: E402
 from perturb import PAPER_SUITE, SUITES, Noise, suite_settings  # noqa: E402
 from sweep.paper import PAPER_TABLES, READINGS, PaperTable  # noqa: E402
-from sweep.tables import MODEL, NOISE_ORDER, Aggregation, has_measurements, poisson_cells_as, twin_name  # noqa: E402
+from sweep.tables import MODEL, NOISE_ORDER, Aggregation, has_measurements, poisson_cells_as  # noqa: E402
 
 __all__ = ["write_report"]
 
@@ -47,7 +48,7 @@ def _label(noise: str, level: float) -> str:
 
 def _accuracy_panel(ax, rows: pd.DataFrame, cells: pd.DataFrame, levels: list, models: list[str]) -> None:
     """Grouped bars: one group per (noise, level), one bar per model, the paper's values as ticks."""
-    width, bases = 0.8 / len(models), list(dict.fromkeys(twin_name(m) for m in models))
+    width, bases = 0.8 / len(models), list(dict.fromkeys(plain_name(m) for m in models))
     ours = cells.set_index(["model", "noise", "level"])
     lowest = 100.0
     for i, model in enumerate(models):
@@ -57,7 +58,7 @@ def _accuracy_panel(ax, rows: pd.DataFrame, cells: pd.DataFrame, levels: list, m
             ours["std"].get((model, n, v), math.nan) if ours["seeds"].get((model, n, v), 0) >= 2 else math.nan
             for n, v in levels
         ]
-        colour = _HUES[bases.index(twin_name(model)) % len(_HUES)]
+        colour = _HUES[bases.index(plain_name(model)) % len(_HUES)]
         ax.bar(
             x,
             mean,
@@ -65,7 +66,7 @@ def _accuracy_panel(ax, rows: pd.DataFrame, cells: pd.DataFrame, levels: list, m
             yerr=std,
             capsize=2,
             color=colour,
-            alpha=0.4 if twin_name(model) == model else 1.0,
+            alpha=0.4 if plain_name(model) == model else 1.0,
             label=model,
             error_kw={"lw": 0.8},
         )
@@ -96,8 +97,8 @@ def _effect_limits(effect: pd.DataFrame) -> tuple[float, float]:
 def _effect_panel(ax, effect: pd.DataFrame, levels: list, models: list[str], labels: list[str]) -> None:
     """Push-pull minus plain per twin pair and level: the mean over seeds with its 95 % interval, the
     paper's difference as ticks (a triangle at the edge where it lies beyond the axis)."""
-    pushpull = [m for m in models if twin_name(m) != m]
-    bases = list(dict.fromkeys(twin_name(m) for m in models))
+    pushpull = [m for m in models if plain_name(m) != m]
+    bases = list(dict.fromkeys(plain_name(m) for m in models))
     width = 0.8 / max(1, len(pushpull))
     bottom, top = _effect_limits(effect)
     for i, model in enumerate(pushpull):
@@ -107,9 +108,9 @@ def _effect_panel(ax, effect: pd.DataFrame, levels: list, models: list[str], lab
         low = [m - mine["ci_low"].get(cell, math.nan) for m, cell in zip(mean, levels)]
         high = [mine["ci_high"].get(cell, math.nan) - m for m, cell in zip(mean, levels)]
         errors = [[0 if math.isnan(v) else v for v in low], [0 if math.isnan(v) else v for v in high]]
-        colour = _HUES[bases.index(twin_name(model)) % len(_HUES)]
+        colour = _HUES[bases.index(plain_name(model)) % len(_HUES)]
         ax.errorbar(
-            x, mean, yerr=errors, fmt="o", ms=4, color=colour, capsize=2, lw=0.9, label=f"{model} - {twin_name(model)}"
+            x, mean, yerr=errors, fmt="o", ms=4, color=colour, capsize=2, lw=0.9, label=f"{model} - {plain_name(model)}"
         )
         for reading, (marker, ink, size) in _PAPER_MARKERS.items():
             column = "paper_difference" if reading == "header" else f"paper_difference_{reading}"
@@ -137,17 +138,8 @@ def _figure(table: PaperTable, recipe: str, aggregation: Aggregation, path: Path
     cells = aggregation.cells[(aggregation.cells["recipe"] == recipe)].merge(rows[MODEL].drop_duplicates(), on=MODEL)
     levels = _levels(rows)
     effect = aggregation.effect[aggregation.effect["recipe"] == recipe]
-    _draw(
-        path,
-        f"{table.figure}: {table.title}",
-        recipe,
-        rows,
-        cells,
-        effect,
-        levels,
-        models,
-        [_label(n, v) for n, v in levels],
-    )
+    labels = [_label(n, v) for n, v in levels]
+    _draw(path, f"{table.figure}: {table.title}", recipe, rows, cells, effect, levels, models, labels)
 
 
 def _suite_figure(noise: str, recipe: str, dataset: str, aggregation: Aggregation, path: Path) -> None:
@@ -155,7 +147,7 @@ def _suite_figure(noise: str, recipe: str, dataset: str, aggregation: Aggregatio
     the contrast each reading means where the noise's level is a contrast."""
     mine = (aggregation.cells["recipe"] == recipe) & (aggregation.cells["dataset"] == dataset)
     cells = aggregation.cells[mine & aggregation.cells["noise"].isin(["clean", noise])]
-    models = sorted(set(cells["model"]), key=lambda m: (twin_name(m), m != twin_name(m)))
+    models = sorted(set(cells["model"]), key=lambda m: (plain_name(m), m != plain_name(m)))
     paper = aggregation.paper
     rows = paper.iloc[:0]
     if Noise.parse(noise).level_is_contrast:
@@ -163,17 +155,8 @@ def _suite_figure(noise: str, recipe: str, dataset: str, aggregation: Aggregatio
     levels = sorted(set(zip(cells["noise"], cells["level"])), key=_noise_key)
     effect = aggregation.effect[(aggregation.effect["recipe"] == recipe) & (aggregation.effect["dataset"] == dataset)]
     labels = ["clean" if n == "clean" else f"{v:g}" for n, v in levels]  # one noise: its name is in the title
-    _draw(
-        path,
-        f"Suite {aggregation.suite}: {noise} on {dataset}, by level",
-        recipe,
-        rows,
-        cells,
-        effect,
-        levels,
-        models,
-        labels,
-    )
+    title = f"Suite {aggregation.suite}: {noise} on {dataset}, by level"
+    _draw(path, title, recipe, rows, cells, effect, levels, models, labels)
 
 
 def _draw(
@@ -348,7 +331,7 @@ def _effect_lines(aggregation: Aggregation) -> list[str]:
             ]
             for row in family.itertuples(index=False):
                 pair = f"{row.model} - {row.plain}" + (
-                    f" (h={row.h:g}, alpha={row.alpha:g})" if row.h != 2 or row.alpha != 1 else ""
+                    f" (h={row.h:g}, alpha={row.alpha:g})" if (row.h, row.alpha) != (DEFAULT_H, DEFAULT_ALPHA) else ""
                 )
                 interval = "" if math.isnan(row.ci_low) else f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
                 lines.append(

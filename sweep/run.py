@@ -1,7 +1,12 @@
 """``python -m sweep.run SWEEP``: run a sweep of the paper as Ray Tune trials tracked in MLflow.
 
-Everything that can be checked before Ray starts is checked first (sweep, overrides, storage, tracking
-store, data); a problem there ends the command with one line and exit status 2, having started nothing.
+The command works in two steps. :func:`preflight` checks everything that can be checked before Ray starts
+(sweep, overrides, resources, storage, tracking store, data) and creates nothing; a problem there ends
+the command with one line and exit status 2. :func:`launch` then starts (or joins) Ray and runs the trials
+with Tune. ``--dry-run`` runs the pre-flight and prints the trials instead of launching them.
+
+This module imports only the standard library and torch-free modules at import time, so that ``--help``
+and argument errors answer at once: torch, Ray and MLflow load after the arguments are parsed.
 """
 
 from __future__ import annotations
@@ -13,17 +18,20 @@ import socket
 import sys
 import time
 import uuid
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from sweep.catalog import SWEEPS, build_sweep
-from sweep.data import DataUnavailable, load_dataset, resolve_data_root
-from sweep.mirror import TrackingCallback, TrackingWriter, replay_trials, writer_for
-from sweep.specs import PROFILES, TrialSpec, parse_override
+from sweep.defaults import DEFAULT_OVERHEAD_BUDGET, PROFILES
 from sweep.storage import StorageError, SweepStorage, resolve_storage
-from sweep.tracking import Tracker, TrackingUnavailable
-from sweep.training import DEFAULT_OVERHEAD_BUDGET
 
-__all__ = ["UsageError", "join_ray", "main"]
+if TYPE_CHECKING:
+    from sweep.data import DatasetTensors
+    from sweep.mirror import TrackingWriter
+    from sweep.specs import TrialSpec
+    from sweep.tracking import TrialProblem
+
+__all__ = ["Plan", "UsageError", "join_ray", "launch", "main", "preflight"]
 
 # MLflow's HTTP client retries a request for minutes by default; the mirror's writer retries on its own
 # (sweep.mirror), so a request may fail fast and report the outage. A user's own settings win.
@@ -33,6 +41,33 @@ MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 EXIT_WRITES_WAIT = 3  # every trial ended, but MLflow has not received everything yet: run --sync later
+
+_DESCRIPTION = """\
+Run a sweep of the paper as Ray Tune trials tracked in MLflow.
+
+Everything that can be checked before Ray starts is checked first (sweep,
+--set, resources, storage, tracking store, data sets): a problem there ends
+the command with one line and exit status 2, having created nothing.
+--dry-run runs these checks and prints the trials without starting Ray."""
+
+_EPILOG = """\
+examples:
+  python -m sweep.run --list
+      the sweeps, with their trial counts
+  python -m sweep.run lenet --profile smoke --dry-run
+      check everything and print the trials of a short LeNet sweep, creating nothing
+  python -m sweep.run lenet --profile smoke --data-root ~/data --max-concurrent 4
+      run it on a local Ray, four trials at once
+  python -m sweep.run wrn_width --seeds 3 --address auto --gpus require --tracking-uri http://mlflow:5000
+      the WRN width sweep, three seeds, on a Ray cluster with GPU workers (storage: $SWEEP_STORAGE)
+  python -m sweep.run wrn_width --seeds 3 --address auto --gpus require --tracking-uri http://mlflow:5000 --resume
+      continue it after an interruption: finished trials are kept, errored ones retried
+  python -m sweep.run lenet --profile smoke --sync
+      deliver to MLflow what the trials reported during an MLflow outage
+
+exit status: 0 every trial finished; 1 a trial failed or diverged; 2 bad input
+(nothing started); 3 every trial ended but MLflow has not taken every write yet
+(run the command again with --sync)."""
 
 
 class UsageError(Exception):
@@ -44,21 +79,34 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Description and epilog as written; like argparse.ArgumentDefaultsHelpFormatter, each option's
+    default after its help, but only where there is one to show (not None, False or an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if "%(default)" in help_text or action.default in (None, False, [], argparse.SUPPRESS):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m sweep.run", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", nargs="?", help=f"one of: {', '.join(SWEEPS)}")
+    parser = _Parser(
+        prog="python -m sweep.run", description=_DESCRIPTION, epilog=_EPILOG, formatter_class=_HelpFormatter
+    )
+    parser.add_argument("sweep", nargs="?", help="the sweep to run (see --list)")
     parser.add_argument("--list", action="store_true", help="print the sweeps with their trial counts and exit")
     parser.add_argument(
         "--profile", default="paper", choices=PROFILES, help="paper: the real recipe; smoke: capped, minutes on a CPU"
     )
-    parser.add_argument("--seeds", type=int, default=1, help="repeat each trial with seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat each trial with seeds 0..N-1")
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="[lenet.|wrn.]KEY=VALUE",
-        help="override a recipe field",
+        help="override a recipe field (repeatable)",
     )
     parser.add_argument(
         "--data-root", help="data sets folder (default: $SWEEP_DATA_ROOT or ~/.cache/pushpull-sweep/data)"
@@ -68,22 +116,27 @@ def _parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)"
     )
     parser.add_argument("--address", help="Ray cluster address, e.g. auto (default: $RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    parser.add_argument("--max-concurrent", type=int, metavar="N", help="at most this many trials at once")
     parser.add_argument(
         "--gpus",
         default="auto",
         choices=("auto", "require", "none"),
-        help="auto: trials ask for GPUs when the cluster has any; require: always, waiting --gpu-wait s for GPU workers to join; none: CPUs only",
+        help="auto: trials ask for GPUs when the cluster has any; require: always, waiting --gpu-wait s for GPU "
+        "workers to join; none: CPUs only",
     )
     parser.add_argument(
         "--gpu-wait",
         type=float,
         default=600,
         metavar="SECONDS",
-        help="with --gpus require, how long to wait for an autoscaler to add GPU workers (default 600)",
+        help="with --gpus require, how long to wait for an autoscaler to add GPU workers",
     )
     parser.add_argument(
-        "--max-failures", type=int, default=2, help="restarts of a trial whose worker dies (from its last checkpoint)"
+        "--max-failures",
+        type=int,
+        default=2,
+        metavar="N",
+        help="restarts of a trial whose worker dies, from its last checkpoint (-1: without limit)",
     )
     parser.add_argument(
         "--resume",
@@ -93,27 +146,68 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sync",
         action="store_true",
-        help="train nothing: deliver to MLflow what the sweep's trials reported and MLflow has not received (after an outage)",
+        help="train nothing: deliver to MLflow what the sweep's trials reported and MLflow has not received "
+        "(after an outage)",
     )
     parser.add_argument(
         "--tracking-wait",
         type=float,
         default=60,
         metavar="SECONDS",
-        help="at the end, how long to wait for MLflow to take the writes still waiting (default 60)",
+        help="at the end, how long to wait for MLflow to take the writes still waiting",
     )
     parser.add_argument(
         "--overhead-budget",
         type=float,
         default=DEFAULT_OVERHEAD_BUDGET,
         metavar="FRACTION",
-        help=f"the most of a trial's time its per-epoch test evaluation and checkpoints may take; other epochs report training metrics only (the first and last always evaluate; 1: every epoch; default {DEFAULT_OVERHEAD_BUDGET:g})",
+        help="the most of a trial's time its per-epoch test evaluation and checkpoints may take; other epochs "
+        "report training metrics only (the first and last always evaluate; 1: every epoch)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the trial table and exit without starting Ray")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Ray's and Tune's own output too (their log lines, the workers' output, Tune's status tables)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every check, print the trial table and exit, creating nothing and starting no Ray",
+    )
     return parser
 
 
-def _trial_table(specs: list[TrialSpec]) -> str:
+@dataclass(frozen=True)
+class Plan:
+    """What the pre-flight established: everything :func:`launch` needs. Nothing of it exists outside this
+    process yet (no storage folder, no MLflow store, no Ray).
+
+    Attributes:
+        sweep: the sweep's name.
+        specs: its trials; in fp32 for a new sweep (the launch picks the precision once Ray tells whether
+            the trials get GPUs), in the precision it started with for a continued one.
+        storage: where Tune keeps the sweep (checked writable when local).
+        tracking_uri: the MLflow store (checked reachable, or creatable for an embedded one).
+        artifact_root: where a new experiment in an embedded store keeps its artifacts.
+        started: the record of the started sweep (``--resume``, ``--sync``), None for a new one.
+        launch_id: the id of the started sweep (``<sweep>.sweep.json``) whose runs this launch writes.
+        address: the Ray cluster to join (``--address`` or ``$RAY_ADDRESS``), None for a local Ray.
+        data: each data set the trials need, loaded; None with ``--sync`` (which trains nothing), and a data
+            set is None in a dry run when only its archives are there (a launch extracts them).
+    """
+
+    sweep: str
+    specs: tuple[TrialSpec, ...]
+    storage: SweepStorage
+    tracking_uri: str
+    artifact_root: Path | None
+    started: dict[str, Any] | None
+    launch_id: str
+    address: str | None
+    data: dict[str, DatasetTensors | None] | None
+
+
+def _trial_table(specs: list[TrialSpec] | tuple[TrialSpec, ...]) -> str:
     rows = [("trial key", "model", "h", "alpha", "dataset", "seed", "epochs", "resources (GPU cluster / CPU only)")]
     for spec in specs:
         gpu, cpu = spec.resources(True, 2), spec.resources(False, 2)
@@ -128,15 +222,22 @@ def _trial_table(specs: list[TrialSpec]) -> str:
 
 
 def _trial_dirname(trial: Any) -> str:
-    return TrialSpec.from_dict(trial.config["spec"]).key
+    from sweep.specs import TrialSpec
+
+    return TrialSpec.from_config(trial.config).key
 
 
 def _trial_resources(config: dict[str, Any]) -> dict[str, float]:
-    return TrialSpec.from_dict(config["spec"]).resources(config["gpus"], config["node_cpus"])
+    from sweep.specs import TrialSpec
+
+    return TrialSpec.from_config(config).resources(config["gpus"], config["node_cpus"])
 
 
 def _plan(args: argparse.Namespace, gpus: bool) -> list[TrialSpec]:
     """The trials of the sweep asked for; in bf16 when they get GPUs (``gpus``), unless ``--set precision=``."""
+    from sweep.catalog import SWEEPS, build_sweep
+    from sweep.specs import parse_override
+
     if args.sweep is None:
         raise UsageError(f"name a sweep: {', '.join(SWEEPS)} (or --list)")
     try:
@@ -163,116 +264,212 @@ def _started_record(storage: SweepStorage, sweep: str, continued: bool) -> dict[
     return json.loads(text)
 
 
-def _check_continued(started: dict[str, Any], specs: list[TrialSpec], tracking_uri: str) -> None:
-    """A sweep is continued as it was started: the same trials, the same tracking store."""
+def _check_continued(started: dict[str, Any], specs: list[TrialSpec], storage: SweepStorage, tracking_uri: str) -> None:
+    """A sweep is continued as it was started: the same trials, the same tracking store (which moves with
+    a moved storage when it is the storage's own)."""
     if started["trial_keys"] != [s.key for s in specs]:
         raise UsageError(
             "--resume and --sync continue the sweep as it was started: use the same --profile, --seeds and --set"
         )
-    if started["tracking_uri"] != tracking_uri:
+    if storage.resolve(started["tracking_uri"]) != tracking_uri:
         raise UsageError(
-            f"--resume and --sync continue the sweep with the tracking store it started with: {started['tracking_uri']}"
+            "--resume and --sync continue the sweep with the tracking store it started with: "
+            f"{storage.resolve(started['tracking_uri'])}"
         )
 
 
-def _dry_run_gpus(args: argparse.Namespace) -> bool:
-    """Whether the trials would get GPUs, as far as this machine can tell without starting Ray."""
-    import torch
-
-    return args.gpus == "require" or (args.gpus == "auto" and torch.cuda.is_available())
-
-
-def _run(args: argparse.Namespace) -> int:
-    specs = _plan(args, gpus=False)  # every --set checked before anything else
-    if args.dry_run:
-        gpus = _dry_run_gpus(args)
-        print(_trial_table(_plan(args, gpus)))
-        print(
-            f"precision {'bf16' if gpus else 'fp32'} unless --set precision=: {'GPU' if gpus else 'no GPU'} trials, as far as this machine tells (--gpus {args.gpus})"
-        )
-        return 0
+def _check_options(args: argparse.Namespace) -> None:
+    """Option values no sweep can run with."""
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise UsageError(f"--max-concurrent must be >= 1, got {args.max_concurrent}")
     if not args.overhead_budget > 0:
         raise UsageError(f"--overhead-budget must be > 0, got {args.overhead_budget:g}")
+    if args.max_failures < -1:
+        raise UsageError(f"--max-failures must be >= 0 (or -1: without limit), got {args.max_failures}")
+    for option in ("gpu_wait", "tracking_wait"):
+        if not getattr(args, option) >= 0:
+            raise UsageError(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option):g}")
     if args.resume and args.sync:
         raise UsageError("--resume already delivers what MLflow lacks: use --resume or --sync, not both")
 
+
+def _ray_running_here() -> bool:
+    """Whether this process already joined a Ray (a test's, a notebook's): the sweep runs on that one."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _check_gpus(args: argparse.Namespace, address: str | None) -> None:
+    """``--gpus require`` on a local Ray (started here) that can have no GPU: it would wait --gpu-wait s for
+    GPU workers that no autoscaler adds."""
+    if args.gpus != "require" or address is not None or _ray_running_here():
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "--gpus require makes every trial ask for a GPU, and this machine has none (torch sees no CUDA GPU) "
+            "for the local Ray the trials would run on: use --gpus auto or none, or join a cluster with GPU "
+            "workers (--address)"
+        )
+
+
+def _reach_ray(address: str) -> None:
+    """For a ``HOST:PORT`` address, check that something answers there: Ray itself would retry for minutes."""
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in host:
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as error:
+            raise UsageError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+
+
+def _load_data(specs: list[TrialSpec], data_root: str | None, download: bool) -> dict[str, DatasetTensors | None]:
+    """Each data set the trials need, loaded (downloaded first where absent, when ``download``)."""
+    from sweep.data import DataUnavailable, load_dataset, resolve_data_root
+
+    root = resolve_data_root(data_root)
+    try:
+        return {name: load_dataset(name, root, download=download) for name in dict.fromkeys(s.dataset for s in specs)}
+    except DataUnavailable as error:
+        raise UsageError(str(error)) from None
+
+
+def preflight(args: argparse.Namespace) -> Plan:
+    """Every check that can be made before Ray starts, in order: the sweep and its --set, the option values,
+    the resources, the storage (writable, and holding a started sweep exactly when continuing one), the
+    tracking store, the data sets (loaded). Creates nothing; raises UsageError (one line) at the first
+    problem."""
+    specs = _plan(args, gpus=False)  # the sweep, --seeds, every --set
+    _check_options(args)
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not args.sync:  # --sync trains nothing: it needs no Ray
+        _check_gpus(args, address)
+        if address is not None:
+            _reach_ray(address)
     try:
         storage = resolve_storage(args.storage)
+        storage.check_writable()
         tracking_uri = storage.tracking_uri(args.tracking_uri)
         started = _started_record(storage, args.sweep, args.resume or args.sync)
     except StorageError as error:
         raise UsageError(str(error)) from None
     if started is not None:
         specs = _plan(args, started.get("gpus", False))  # the precision it started with
-        _check_continued(started, specs, tracking_uri)
-    launch = (
-        uuid.uuid4().hex[:12] if started is None else started.get("launch", "")
-    )  # sweeps started before launch ids: ""
+        _check_continued(started, specs, storage, tracking_uri)
+
+    from sweep.tracking import TrackingUnavailable, check_store
+
+    try:
+        check_store(tracking_uri)
+    except TrackingUnavailable as error:
+        raise UsageError(str(error)) from None
+    data = None if args.sync else _load_data(specs, args.data_root, download=not args.dry_run)
+    return Plan(
+        sweep=args.sweep,
+        specs=tuple(specs),
+        storage=storage,
+        tracking_uri=tracking_uri,
+        artifact_root=storage.artifact_root,
+        started=started,
+        # Sweeps started before launch ids have none: "".
+        launch_id=uuid.uuid4().hex[:12] if started is None else started.get("launch", ""),
+        address=address,
+        data=data,
+    )
+
+
+def _dry_run(plan: Plan, args: argparse.Namespace) -> None:
+    """Print the trials a launch would run, and the precision they would train in."""
+    if plan.started is not None:
+        gpus, specs = plan.started.get("gpus", False), plan.specs
+    else:
+        import torch
+
+        # As far as this machine can tell without starting Ray.
+        gpus = args.gpus == "require" or (args.gpus == "auto" and torch.cuda.is_available())
+        specs = _plan(args, gpus)
+    print(_trial_table(specs))
+    print(
+        f"precision {'bf16' if gpus else 'fp32'} unless --set precision=: {'GPU' if gpus else 'no GPU'} trials, as far as this machine tells (--gpus {args.gpus})"
+    )
+
+
+def _open_tracking(plan: Plan) -> tuple[TrackingWriter, str]:
+    """Create the sweep's MLflow experiment (and an embedded store) if absent: the writer of its runs and
+    the experiment's id."""
+    from sweep.mirror import writer_for
+    from sweep.tracking import Tracker, TrackingUnavailable
 
     for name, value in MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    artifact_root = storage.local / "mlartifacts" if storage.local is not None else None
     try:
-        Tracker(tracking_uri, args.sweep, artifact_root, launch)  # the store answers, the experiment exists
+        tracker = Tracker(plan.tracking_uri, plan.sweep, plan.artifact_root, plan.launch_id)
     except TrackingUnavailable as error:
         raise UsageError(str(error)) from None
-    writer = writer_for(tracking_uri, args.sweep, artifact_root, launch)
-    if args.sync:
-        replayed = replay_trials(storage, args.sweep, specs, writer)
-        print(f"sweep {args.sweep}: delivering what {replayed} trials reported to {tracking_uri}", flush=True)
-        return _deliver(writer, args, 0)
+    return writer_for(plan.tracking_uri, plan.sweep, plan.artifact_root, plan.launch_id), tracker.experiment_id
 
-    try:
-        data = {
-            name: load_dataset(name, resolve_data_root(args.data_root))
-            for name in dict.fromkeys(s.dataset for s in specs)
-        }
-    except DataUnavailable as error:
-        raise UsageError(str(error)) from None
+
+def launch(plan: Plan, args: argparse.Namespace) -> int:
+    """Run the sweep that passed :func:`preflight`: join or start Ray, create the MLflow experiment, run the
+    trials with Tune, report how they ended and deliver what MLflow still lacks. With ``--sync``, only the
+    delivery. Returns the exit status."""
+    from sweep.mirror import replay_trials
+
+    if args.sync:
+        writer, _ = _open_tracking(plan)
+        replayed = replay_trials(plan.storage, plan.sweep, list(plan.specs), writer)
+        print(f"sweep {plan.sweep}: delivering what {replayed} trials reported to {plan.tracking_uri}", flush=True)
+        return _deliver(writer, args, 0)
 
     # Keeping two checkpoints per trial makes Tune snapshot its state after every epoch, and warn about
     # it when epochs are short (a LeNet epoch takes seconds): intended here, so not worth a warning.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    import ray  # Ray starts only once every check has passed.
+    from sweep.console import ConsoleProgress, quiet_libraries
+
+    quiet_libraries(args.verbose)
+    import ray
     from ray import tune
 
+    from sweep.mirror import TrackingCallback
     from sweep.trainable import train_trial
 
     if not ray.is_initialized():
-        join_ray(args.address or os.environ.get("RAY_ADDRESS"))
+        join_ray(plan.address, verbose=args.verbose)
     gpus = args.gpus != "none" and ray.cluster_resources().get("GPU", 0) > 0
     if args.gpus == "require" and not gpus:
         _wait_for_gpus(args.gpu_wait)
         gpus = True
+    started = plan.started
     planned_gpus = gpus if started is None else started.get("gpus", False)  # what the precision was chosen for
     specs = _plan(args, planned_gpus)
+    writer, experiment_id = _open_tracking(plan)
     record = {
-        "sweep": args.sweep,
-        "tracking_uri": tracking_uri,
+        "sweep": plan.sweep,
+        "tracking_uri": plan.storage.portable(plan.tracking_uri),
         "trial_keys": [s.key for s in specs],
-        "launch": launch,
+        "launch": plan.launch_id,
         "gpus": planned_gpus,
     }
+    storage = plan.storage
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
-    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data), _trial_resources)
+    trainable = tune.with_resources(tune.with_parameters(train_trial, data=plan.data), _trial_resources)
     param_space = {
         "spec": tune.grid_search([spec.to_dict() for spec in specs]),
         "gpus": gpus,
         "node_cpus": node_cpus,
         "overhead_budget": args.overhead_budget,
     }
-    if args.resume and tune.Tuner.can_restore(storage.path(args.sweep)):
+    if args.resume and tune.Tuner.can_restore(storage.path(plan.sweep)):
         # The param space again: Tune keeps it in its experiment state, which a driver stopped right
         # after creating the Tuner has not written yet.
         tuner = tune.Tuner.restore(
-            storage.path(args.sweep), trainable=trainable, resume_errored=True, param_space=param_space
+            storage.path(plan.sweep), trainable=trainable, resume_errored=True, param_space=param_space
         )
     else:
         # A new sweep, or one whose driver stopped after recording it and before Tune saved any state:
         # nothing of it ran, so it starts from the beginning (under the launch id it was recorded with).
-        storage.write_text(f"{args.sweep}.sweep.json", json.dumps(record, indent=1))
+        storage.write_text(f"{plan.sweep}.sweep.json", json.dumps(record, indent=1))
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -282,21 +479,24 @@ def _run(args: argparse.Namespace) -> int:
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
-                name=args.sweep,
+                name=plan.sweep,
                 storage_path=storage.location,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[TrackingCallback(tracking_uri, args.sweep, artifact_root, launch)],
+                callbacks=[TrackingCallback(plan.sweep), ConsoleProgress()],
+                verbose=None if args.verbose else 0,
             ),
         )
     print(
-        f"sweep {args.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {tracking_uri}",
+        f"sweep {plan.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {plan.tracking_uri}",
         flush=True,
     )
     results = tuner.fit()
     code = _summarize(results, writer)
-    replay_trials(storage, args.sweep, specs, writer)  # what Tune kept and the callback never saw (a driver that died)
-    return _deliver(writer, args, code)
+    replay_trials(storage, plan.sweep, specs, writer)  # what Tune kept and the callback never saw (a driver that died)
+    code = _deliver(writer, args, code)
+    _print_outcomes(plan, results, experiment_id)
+    return code
 
 
 def _deliver(writer: TrackingWriter, args: argparse.Namespace, code: int) -> int:
@@ -313,21 +513,20 @@ def _deliver(writer: TrackingWriter, args: argparse.Namespace, code: int) -> int
     return code or EXIT_WRITES_WAIT
 
 
-def join_ray(address: str | None) -> None:
-    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT``...), or start a local Ray when None.
+def join_ray(address: str | None, verbose: bool = True) -> None:
+    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT``...), or start a local Ray when None;
+    unless ``verbose``, without Ray's log lines and the workers' output on this console.
 
     An unreachable cluster stops with one line: for ``HOST:PORT`` Ray itself would retry for minutes.
     """
+    import logging
+
     import ray
 
-    host, _, port = (address or "").rpartition(":")
-    if host and port.isdigit() and "://" not in host:
-        try:
-            socket.create_connection((host, int(port)), timeout=10).close()
-        except OSError as error:
-            raise UsageError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+    if address is not None:
+        _reach_ray(address)
     try:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
     except ConnectionError as error:
         raise UsageError(f"cannot join the Ray cluster at {address}: {str(error).strip().splitlines()[0]}") from None
 
@@ -350,33 +549,46 @@ def _wait_for_gpus(seconds: float) -> None:
 
 
 def _summarize(results: Any, writer: TrackingWriter) -> int:
-    """Print one line per failed or diverged trial and the count of finished ones; make sure the run of an
-    errored trial ends FAILED. Returns 1 when a trial failed or diverged, else 0."""
-    problems = []
-    for result in results:
-        spec = TrialSpec.from_dict(result.config["spec"])
-        about = f"{spec.key} ({spec.model.name} on {spec.dataset}, seed {spec.seed})"
-        if result.error is not None:
-            text = str(result.error).strip()
-            reason = text.splitlines()[-1] if text else type(result.error).__name__
-            problems.append(f"FAILED {about}: {reason}")
-            writer.submit("fail", spec, reason)
-        elif result.metrics.get("health") == "diverged":
-            problems.append(f"DIVERGED {about}: {result.metrics['health_reason']}")
-    for line in problems:
-        print(line, file=sys.stderr)
-    print(f"{len(results) - len(problems)} of {len(results)} trials finished", flush=True)
+    """Make sure the run of an errored trial ends FAILED, and report how the trials ended. Returns 1 when a
+    trial failed or diverged, else 0."""
+    from sweep.tracking import reconcile_results
+
+    problems = reconcile_results(results, writer)
+    _print_summary(problems, len(results))
     return 1 if problems else 0
+
+
+def _print_summary(problems: list[TrialProblem], total: int) -> None:
+    """The console report of a sweep's end: one line per failed or diverged trial (stderr), then the count
+    of the finished ones (stdout)."""
+    for problem in problems:
+        about = f"{problem.key} ({problem.model} on {problem.dataset}, seed {problem.seed})"
+        print(f"{problem.kind} {about}: {problem.reason}", file=sys.stderr)
+    print(f"{total - len(problems)} of {total} trials finished", flush=True)
+
+
+def _print_outcomes(plan: Plan, results: Any, experiment_id: str) -> None:
+    """The summary per model of how the trials ended, and the commands to look at the results."""
+    from sweep.console import next_commands, outcomes_of, summary_lines
+
+    print("\n".join(["", *summary_lines(outcomes_of(results)), ""]))
+    print("\n".join(next_commands(plan.sweep, plan.storage.location, plan.tracking_uri, experiment_id)), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.list:
+            from sweep.catalog import SWEEPS, build_sweep
+
             for name, (description, _) in SWEEPS.items():
                 print(f"{name:12} {len(build_sweep(name)):3d} trials  {description}")
             return 0
-        return _run(args)
+        plan = preflight(args)
+        if args.dry_run:
+            _dry_run(plan, args)
+            return 0
+        return launch(plan, args)
     except UsageError as error:
         print(f"sweep.run: error: {error}", file=sys.stderr)
         return 2

@@ -11,9 +11,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from models import ModelSpec
+from sweep.defaults import PROFILES
 
 __all__ = [
     "DATASETS",
@@ -28,9 +29,20 @@ __all__ = [
     "parse_override",
 ]
 
-# dataset -> (architecture it is trained with, number of classes)
-DATASETS: dict[str, tuple[str, int]] = {"mnist": ("lenet", 10), "cifar10": ("wrn", 10), "cifar100": ("wrn", 100)}
-PROFILES = ("paper", "smoke")
+
+class DatasetModels(NamedTuple):
+    """What a data set is trained with: the architecture that takes its images, and its class count."""
+
+    arch: str
+    num_classes: int
+
+
+# What each data set is trained with.
+DATASETS: dict[str, DatasetModels] = {
+    "mnist": DatasetModels("lenet", 10),
+    "cifar10": DatasetModels("wrn", 10),
+    "cifar100": DatasetModels("wrn", 100),
+}
 PRECISIONS = ("fp32", "bf16")
 # Fields added after trial keys and recipe ids were first published: they enter the hashes only when they
 # differ from these values, so that every key and id made before them stays what it was.
@@ -123,8 +135,9 @@ class Recipe:
         return {k: v for k, v in dataclasses.asdict(self).items() if _HASHED_UNLESS.get(k, object()) != v}
 
     def params(self) -> dict[str, Any]:
-        """The fields as MLflow params; :meth:`from_params` reads them back."""
-        params = dataclasses.asdict(self)
+        """The fields as MLflow params, less those that are None (their default: no clipping, no cap), so
+        that no param reads "None"; :meth:`from_params` reads them back."""
+        params = {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
         params["milestones"] = ",".join(str(m) for m in self.milestones)
         return params
 
@@ -164,10 +177,15 @@ _SMOKE_CAPS = {
 def describe_recipe(arch: str, recipe: Recipe) -> tuple[str, str]:
     """(profile, changes): the profile whose recipe for ``arch`` differs from ``recipe`` in the fewest
     fields (the paper's on a tie), and those fields as ``KEY=VALUE, ...`` ("" when it is that profile's)."""
+
+    def every_field(r: Recipe) -> dict[str, Any]:  # params() leaves out the fields that are None
+        params = r.params()
+        return {field.name: params.get(field.name) for field in dataclasses.fields(Recipe)}
+
     candidates = []
     for profile in PROFILES:
-        base = default_recipe(arch, profile).params()
-        changes = [f"{k}={v}" for k, v in recipe.params().items() if base[k] != v]
+        base = every_field(default_recipe(arch, profile))
+        changes = [f"{k}={v}" for k, v in every_field(recipe).items() if base[k] != v]
         candidates.append((len(changes), profile, ", ".join(changes)))
     _, profile, changes = min(candidates, key=lambda c: (c[0], PROFILES.index(c[1])))
     return profile, changes
@@ -193,7 +211,7 @@ class TrialSpec:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}: expected one of {', '.join(DATASETS)}")
-        arch, num_classes = DATASETS[self.dataset]
+        arch, num_classes = DATASETS[self.dataset]  # a DatasetModels
         if self.model.arch != arch or self.model.num_classes != num_classes:
             raise ValueError(f"{self.dataset} needs arch={arch!r} with num_classes={num_classes}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -208,6 +226,12 @@ class TrialSpec:
         recipe = dict(data["recipe"], milestones=tuple(data["recipe"]["milestones"]))
         return cls(data["dataset"], ModelSpec(**data["model"]), Recipe(**recipe), data["seed"])
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TrialSpec:
+        """The spec of a Ray Tune trial, from its config: ``config["spec"]``, where ``sweep.run`` puts
+        :meth:`to_dict`."""
+        return cls.from_dict(config["spec"])
+
     @property
     def key(self) -> str:
         """Stable id: readable prefix plus a hash of every field. Equal specs, equal keys, in any process."""
@@ -217,6 +241,15 @@ class TrialSpec:
         digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
         return f"{self.dataset}-{self.model.name}-s{self.seed}-{digest}"
 
+    @property
+    def run_name(self) -> str:
+        """The MLflow run name: the key with h and alpha after a push-pull model's name
+        (``cifar10-WRN-16-10-PP-h1.5-a0.5-s0-<hash>``), so that runs that differ in them read apart."""
+        if not self.model.pushpull:
+            return self.key
+        prefix = f"{self.dataset}-{self.model.name}"
+        return f"{prefix}-h{self.model.h:g}-a{self.model.alpha:g}{self.key.removeprefix(prefix)}"
+
     def resources(self, gpus: bool, max_cpus: float) -> dict[str, float]:
         """Ray resources of this trial on a cluster with or without GPUs and ``max_cpus`` CPUs per node."""
         wanted = TRIAL_RESOURCES[self.model.arch]
@@ -224,8 +257,9 @@ class TrialSpec:
         return {"cpu": cpus, "gpu": wanted["gpu"]} if gpus else {"cpu": cpus}
 
     def params(self) -> dict[str, Any]:
-        """The flattened spec, as MLflow params: model and recipe fields side by side."""
-        model = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "num_classes"}
+        """The flattened spec, as MLflow params: model and recipe fields side by side, less the fields that
+        do not apply (None: ``h`` and ``alpha`` of a plain model, ``depth`` of a LeNet...)."""
+        model = {k: v for k, v in dataclasses.asdict(self.model).items() if k != "num_classes" and v is not None}
         return {"dataset": self.dataset, "model": self.model.name, "seed": self.seed, **model, **self.recipe.params()}
 
 

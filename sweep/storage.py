@@ -4,15 +4,49 @@ sweep.aggregate."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["DEFAULT_STORAGE", "StorageError", "SweepStorage", "resolve_storage"]
+__all__ = [
+    "ARTIFACT_FOLDER",
+    "DEFAULT_STORAGE",
+    "STORAGE_PLACEHOLDER",
+    "StorageError",
+    "SweepStorage",
+    "folder_problem",
+    "resolve_storage",
+]
 
 DEFAULT_STORAGE = "sweeps"
+ARTIFACT_FOLDER = "mlartifacts"  # beside mlflow.db in a local storage
+STORAGE_PLACEHOLDER = "{storage}"  # the storage's own path, in what the sweep's record holds
 
 
 class StorageError(RuntimeError):
     """The storage or its tracking store cannot be used; the message is one line."""
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why files cannot be written in local folder ``folder`` (created with its parents if absent), or None.
+
+    Nothing is left behind: the nearest existing ancestor of ``folder`` must be a directory in which this
+    process may create one (tried with an empty directory, removed at once, since permission bits do not
+    tell for root or for /proc and the like), and ``folder`` itself, if it exists, a directory.
+    """
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is not a directory"
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sweep-check-", dir=existing))
+    except OSError as error:
+        return f"cannot create a folder in {existing} ({error.strerror or error})"
+    return None
 
 
 class SweepStorage:
@@ -45,6 +79,28 @@ class SweepStorage:
         filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with filesystem.open_output_stream(path) as stream:
             stream.write(text.encode())
+
+    def check_writable(self) -> None:
+        """Raise StorageError when a local storage folder cannot be written (see :func:`folder_problem`);
+        nothing is created. A remote storage is checked when it is read."""
+        if self.local is not None and (problem := folder_problem(self.local)) is not None:
+            raise StorageError(f"cannot use the storage {self.location}: {problem}")
+
+    @property
+    def artifact_root(self) -> Path | None:
+        """Where the embedded MLflow store of a local storage keeps its artifacts; None for a remote one."""
+        return None if self.local is None else self.local / ARTIFACT_FOLDER
+
+    def portable(self, uri: str) -> str:
+        """``uri`` as the sweep's record keeps it: with :data:`STORAGE_PLACEHOLDER` in place of this local
+        storage's path, so that the storage can be moved or copied. :meth:`resolve` undoes it."""
+        if self.local is None:
+            return uri
+        return uri.replace(f"sqlite:///{self.local}/", f"sqlite:///{STORAGE_PLACEHOLDER}/", 1)
+
+    def resolve(self, uri: str) -> str:
+        """A recorded ``uri`` with this storage's path in place of :data:`STORAGE_PLACEHOLDER`."""
+        return uri if self.local is None else uri.replace(STORAGE_PLACEHOLDER, str(self.local))
 
     def tracking_uri(self, explicit: str | None) -> str:
         """``explicit``, else ``$MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<storage>/mlflow.db``."""

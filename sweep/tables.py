@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy import stats
 
+from models import plain_name
 from perturb import NOISES, PAPER_SUITE, Noise, Perturbation
 from sweep.catalog import SWEEPS
 from sweep.metrics import parse_noise_metric
@@ -21,7 +22,7 @@ from sweep.paper import PAPER_TABLES, PaperTable, paper_cells, paper_results
 from sweep.specs import Recipe, describe_recipe
 
 __all__ = [
-    "CELL",
+    "CELL_KEY",
     "RECIPE_SCHEMA",
     "RESULT_SCHEMA",
     "Aggregation",
@@ -39,7 +40,6 @@ __all__ = [
     "recipes_table",
     "tables_of_sweeps",
     "tidy_results",
-    "twin_name",
     "variant_fit",
 ]
 
@@ -91,7 +91,7 @@ RECIPE_SCHEMA = pa.schema(
         ("trials", pa.int64()),
     ]
 )
-CELL = ["recipe", "dataset", "model", "pushpull", "h", "alpha", "noise", "level"]
+CELL_KEY = ["recipe", "dataset", "model", "pushpull", "h", "alpha", "noise", "level"]
 MODEL = ["dataset", "model", "pushpull", "h", "alpha"]
 NOISE_ORDER = {"clean": 0, "gaussian": 1, "speckle": 2, "poisson": 3}  # other noises follow, by name
 
@@ -211,18 +211,11 @@ def recipes_table(runs: list) -> pd.DataFrame:
 
 
 def cell_statistics(results: pd.DataFrame) -> pd.DataFrame:
-    """Per cell (:data:`CELL`): mean and sample standard deviation of the accuracy over seeds, and the
+    """Per cell (:data:`CELL_KEY`): mean and sample standard deviation of the accuracy over seeds, and the
     number of distinct seeds. ``results`` holds at most one run per (recipe, model, seed) (select_runs)."""
-    grouped = results.groupby(CELL, dropna=False, sort=True)
+    grouped = results.groupby(CELL_KEY, dropna=False, sort=True)
     cells = grouped.agg(accuracy=("accuracy", "mean"), std=("accuracy", "std"), seeds=("seed", "nunique")).reset_index()
     return cells.astype({"seeds": "int64"})
-
-
-def twin_name(model: str) -> str:
-    """The plain twin's name of a model: ``PA`` -> ``A``, ``WRN-28-10-PP`` -> ``WRN-28-10``; plain ones stay."""
-    if model.endswith("-PP"):
-        return model.removesuffix("-PP")
-    return model[1:] if len(model) == 2 and model.startswith("P") else model
 
 
 def _paired_interval(differences: pd.Series) -> pd.Series:
@@ -252,7 +245,7 @@ def pushpull_effect(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     ``paper_difference_text`` for the text reading; NaN where the paper has no such cell).
     """
     key = ["recipe", "dataset", "plain", "noise", "level", "seed"]
-    results = results.assign(plain=results["model"].map(twin_name))
+    results = results.assign(plain=results["model"].map(plain_name))
     plain = results[results["pushpull"].eq(False)][key + ["accuracy"]]
     pushpull = results[results["pushpull"].eq(True)][key + ["model", "h", "alpha", "accuracy"]]
     pairs = pushpull.merge(plain, on=key, suffixes=("_pp", "_plain"))
@@ -288,7 +281,7 @@ def _paper_effect(paper: pd.DataFrame, reading: str) -> pd.DataFrame:
     PAPER_TABLES order (the main text first)."""
     order = {table.source: i for i, table in enumerate(PAPER_TABLES)}
     cells = paper[paper["reading"] == reading].assign(order=lambda f: f["source"].map(order))
-    cells = cells.sort_values("order", kind="stable").assign(plain=lambda f: f["model"].map(twin_name))
+    cells = cells.sort_values("order", kind="stable").assign(plain=lambda f: f["model"].map(plain_name))
     cells = cells.rename(
         columns={
             "noise": "printed_noise",
@@ -325,7 +318,7 @@ def paper_table(table: PaperTable, cells: pd.DataFrame, paper: pd.DataFrame) -> 
 
 
 def _table_block(table: PaperTable, rows: pd.DataFrame, cells: pd.DataFrame, recipe: str | None) -> pd.DataFrame:
-    layout = _with_cells(rows, cells.drop(columns="recipe"), CELL[1:])
+    layout = _with_cells(rows, cells.drop(columns="recipe"), CELL_KEY[1:])
     if table.by_noise:
         keys = ["noise", "level"]
         layout["column"] = [

@@ -14,11 +14,14 @@ writer may retry it after an outage and a resumed sweep may replay what Tune kep
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import sqlite3
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,22 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
-from sweep.metrics import EPOCH_METRICS, noise_metric, parse_noise_metric
+from perturb import PAPER_SUITE
+from sweep.metrics import EPOCH_METRICS, noise_curves, noise_metric, parse_noise_metric
 from sweep.specs import TrialSpec
+from sweep.storage import ARTIFACT_FOLDER, folder_problem
 
-__all__ = ["RESULTS_ARTIFACT", "SUITE_ARTIFACT", "TrackingUnavailable", "Tracker", "log_suite_scores", "open_client"]
+__all__ = [
+    "RESULTS_ARTIFACT",
+    "SUITE_ARTIFACT",
+    "TrackingUnavailable",
+    "Tracker",
+    "TrialProblem",
+    "check_store",
+    "log_suite_scores",
+    "open_client",
+    "reconcile_results",
+]
 
 RESULTS_ARTIFACT = "results.json"
 SUITE_ARTIFACT = "suites/{suite}.json"  # the scores of a suite other than the paper's (sweep.evaluate)
@@ -87,10 +102,103 @@ def _check_server(uri: str) -> None:
 
 
 def open_client(tracking_uri: str) -> MlflowClient:
-    """An MLflow client for ``tracking_uri``, after checking that a tracking server answers at all."""
+    """An MLflow client for ``tracking_uri``, after checking that a tracking server answers at all, or
+    after re-rooting the artifacts of an embedded store that was moved (:func:`follow_moved_store`)."""
     if tracking_uri.startswith(("http://", "https://")):
         _check_server(tracking_uri)
+    elif tracking_uri.startswith("sqlite:///"):
+        follow_moved_store(Path(tracking_uri.removeprefix("sqlite:///")))
     return MlflowClient(tracking_uri)
+
+
+def follow_moved_store(database: Path) -> int:
+    """Point the experiments of the embedded store ``database`` at the artifact folder beside it, when
+    the store was moved or copied with its storage folder. Returns how many experiments were re-rooted.
+
+    MLflow keeps absolute artifact URIs (``file:///<storage>/mlartifacts/<run id>/artifacts``) and has no
+    call to change them, so this rewrites the two columns that hold them (``experiments.artifact_location``,
+    ``runs.artifact_uri``), and only for experiments whose artifacts lie in a ``mlartifacts`` folder (the
+    ones sweep.run creates): the old prefix becomes ``<folder of database>/mlartifacts``.
+    """
+    if not database.is_file():
+        return 0
+    here = (database.parent / ARTIFACT_FOLDER).resolve().as_uri()
+    moved = 0
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        experiments = connection.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+        for experiment_id, location in experiments:
+            if location == here or not str(location).endswith(f"/{ARTIFACT_FOLDER}"):
+                continue
+            connection.execute(
+                "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                (here, len(location) + 1, experiment_id, len(location) + 1, f"{location}/"),
+            )
+            connection.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (here, experiment_id)
+            )
+            moved += 1
+    return moved
+
+
+def check_store(tracking_uri: str) -> None:
+    """Raise TrackingUnavailable when the store at ``tracking_uri`` cannot be used, creating nothing: a
+    tracking server must answer (:func:`_check_server`); for an embedded ``sqlite:///PATH`` store, the
+    folder of PATH must be creatable and writable and PATH, if it exists, a file. Other stores are left to
+    MLflow's client."""
+    if tracking_uri.startswith(("http://", "https://")):
+        _check_server(tracking_uri)
+    elif tracking_uri.startswith("sqlite:///") and tracking_uri != "sqlite:///:memory:":
+        path = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
+        problem = f"{path} is not a file" if path.exists() and not path.is_file() else folder_problem(path.parent)
+        if problem is not None:
+            raise TrackingUnavailable(f"cannot create the MLflow store {tracking_uri}: {problem}")
+
+
+@dataclass(frozen=True)
+class TrialProblem:
+    """A trial that failed (an error ended it) or diverged (its health monitor stopped it)."""
+
+    kind: str  # "FAILED" or "DIVERGED"
+    key: str
+    model: str
+    dataset: str
+    seed: int
+    reason: str
+
+
+def reconcile_results(results: Any, writer: Any) -> list[TrialProblem]:
+    """The failed and diverged trials among Tune's ``results`` (a ResultGrid, or any iterable of results with
+    ``config``, ``error`` and ``metrics``), in order; the run of each errored trial is made to end FAILED
+    through ``writer.submit("fail", spec, reason)`` (sweep.mirror's TrackingWriter), since a trial that
+    died may not have said so itself. A diverged trial's run already ended FAILED when it reported."""
+    problems = []
+    for result in results:
+        spec = TrialSpec.from_config(result.config)
+        if result.error is not None:
+            text = str(result.error).strip()
+            reason = text.splitlines()[-1] if text else type(result.error).__name__
+            writer.submit("fail", spec, reason)
+            kind = "FAILED"
+        elif result.metrics.get("health") == "diverged":
+            kind, reason = "DIVERGED", result.metrics["health_reason"]
+        else:
+            continue
+        problems.append(TrialProblem(kind, spec.key, spec.model.name, spec.dataset, spec.seed, reason))
+    return problems
+
+
+def _log_curves(client: MlflowClient, run: Any, scores: dict[str, float], suite: str = PAPER_SUITE) -> None:
+    """Log the noise curves of ``scores`` (see sweep.metrics) that ``run`` lacks: each curve's points in
+    one batch with its levels param, so that a curve is in a run whole or not at all."""
+    for curve in noise_curves(scores, suite):
+        if curve.metric in run.data.metrics:
+            continue
+        now = int(time.time() * 1000)
+        points = [Metric(curve.metric, accuracy, now, step) for step, accuracy in enumerate(curve.accuracies)]
+        held = run.data.params.get(curve.levels_param)
+        params = [] if held == curve.levels_text else [Param(curve.levels_param, curve.levels_text)]
+        client.log_batch(run.info.run_id, metrics=points, params=params)
 
 
 def log_suite_scores(client: MlflowClient, run_id: str, suite: str, step: int, scores: dict) -> int:
@@ -113,6 +221,7 @@ def log_suite_scores(client: MlflowClient, run_id: str, suite: str, step: int, s
     client.log_dict(run_id, {"suite": suite, "rows": rows}, SUITE_ARTIFACT.format(suite=suite))
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(name, value, now, step) for name, value in new.items()])
+    _log_curves(client, client.get_run(run_id), every, suite)
     return len(new)
 
 
@@ -192,13 +301,13 @@ class Tracker:
         earlier = self._runs_of(spec.key)
         if earlier:
             tags["supersedes"] = earlier[0].info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=spec.key, tags=tags)
+        run = self.client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)
         params = [Param(name, str(value)) for name, value in spec.params().items()]
         self.client.log_batch(run.info.run_id, params=params)
         self._run_ids[spec.key] = run.info.run_id
         return run.info.run_id
 
-    def _run_id(self, spec: TrialSpec) -> str:
+    def _find_or_create_run(self, spec: TrialSpec) -> str:
         """The run of ``spec`` in this launch, opened (created) when it has none yet."""
         return self.find_run(spec.key) or self.open_run(spec)
 
@@ -211,7 +320,7 @@ class Tracker:
     def log_result(self, spec: TrialSpec, result: dict[str, Any]) -> None:
         """Log one Tune result (one epoch, the last one carrying the noise scores) at step = epoch, unless
         the run already holds that step (a replayed or re-reported epoch)."""
-        run_id = self._run_id(spec)
+        run_id = self._find_or_create_run(spec)
         step, now = int(result["epoch"]), int(time.time() * 1000)
         if step in self._steps(run_id):
             return
@@ -228,7 +337,7 @@ class Tracker:
         """End the run of a trial that returned: FINISHED with the exact (noise, level, accuracy) rows as
         an artifact, or, for a diverged trial, FAILED with tags ``health=diverged`` and ``health_reason``.
         A run that already FINISHED is left as it is."""
-        run_id = self._run_id(spec)
+        run_id = self._find_or_create_run(spec)
         run = self.client.get_run(run_id)
         if run.info.status == "FINISHED":
             return
@@ -246,6 +355,7 @@ class Tracker:
         self.client.log_dict(
             run_id, {"trial_key": spec.key, "clean_accuracy": final["test_acc"], "rows": rows}, RESULTS_ARTIFACT
         )
+        _log_curves(self.client, run, final)
         for stale in ("health_reason", "error"):  # from an earlier attempt of this launch
             if stale in run.data.tags:
                 self.client.delete_tag(run_id, stale)
@@ -254,7 +364,7 @@ class Tracker:
 
     def fail(self, spec: TrialSpec, reason: str) -> None:
         """End the run FAILED, with the reason as a tag; a run that already FINISHED is left as it is."""
-        run_id = self._run_id(spec)
+        run_id = self._find_or_create_run(spec)
         if self.client.get_run(run_id).info.status == "FINISHED":
             return
         self.client.set_tag(run_id, "error", reason[:5000])
@@ -262,7 +372,7 @@ class Tracker:
 
     def note_restart(self, spec: TrialSpec, restarts: int) -> None:
         """Record on the run how often its trial was restarted after a failure (tag ``restarts``)."""
-        run_id = self._run_id(spec)
+        run_id = self._find_or_create_run(spec)
         self.client.set_tag(run_id, "restarts", str(restarts))
 
     def status(self, key: str) -> str | None:

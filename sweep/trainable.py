@@ -21,20 +21,18 @@ from ray import tune
 
 from models import build_model
 from sweep.data import MEAN_STD, DatasetTensors
+from sweep.defaults import DEFAULT_OVERHEAD_BUDGET
 from sweep.health import HealthMonitor
-from sweep.metrics import noise_metric
+from sweep.metrics import epoch_metrics, noise_metric
 from sweep.specs import TrialSpec
 from sweep.training import (
-    DEFAULT_OVERHEAD_BUDGET,
     NonFiniteLoss,
     Normalizer,
     OverheadBudget,
     capped_test_set,
     evaluate,
     evaluate_suite,
-    learning_rate,
     make_optimizer,
-    steps_per_epoch,
     train_epoch,
 )
 
@@ -124,7 +122,7 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
     ``config["overhead_budget"]``, the first and the last always) also report ``test_acc`` and a checkpoint.
     Resumes from ``tune.get_checkpoint()`` when Tune restarts the trial (worker lost, sweep resumed).
     """
-    spec = TrialSpec.from_dict(config["spec"])
+    spec = TrialSpec.from_config(config)
     recipe = spec.recipe
     # A trial without a GPU gets CUDA_VISIBLE_DEVICES="" from Ray, so this is its share of the node.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -161,7 +159,6 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
         return
 
     node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the trial
-    steps = steps_per_epoch(recipe, len(train_images))
     budget = OverheadBudget(config.get("overhead_budget", DEFAULT_OVERHEAD_BUDGET))
     for epoch in range(start_epoch, recipe.epochs):
         try:
@@ -181,17 +178,7 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
         if reason is not None:
             _report_diverged(reason, epoch, node_id)
             return
-        metrics: dict[str, Any] = {
-            "node_id": node_id,
-            "health": "healthy",
-            "epoch": epoch + 1,
-            "train_loss": stats.loss,
-            "train_acc": stats.accuracy,
-            **({"test_acc": test_acc} if due else {}),
-            "lr": learning_rate(recipe, epoch, 0, steps),
-            "epoch_seconds": stats.seconds,
-            "images_per_second": stats.images / stats.seconds,
-        }
+        metrics: dict[str, Any] = {"node_id": node_id, "health": "healthy", **epoch_metrics(epoch + 1, stats, test_acc)}
         if last:
             scores = evaluate_suite(
                 network,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perturb import Perturbation, noise_suite, perturb_test_set
+from sweep.defaults import DEFAULT_OVERHEAD_BUDGET
 from sweep.specs import Recipe
 
 __all__ = [
@@ -66,18 +67,21 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
 
 @dataclass(frozen=True)
 class EpochStats:
-    """One epoch of training: mean loss, accuracy in percent, images seen, wall-clock seconds, and the
-    loss of every step in order (``step_losses``, one float per optimizer step: what the health monitor
-    judges; see ``sweep.health``)."""
+    """One epoch of training: mean loss, accuracy in percent, images seen, wall-clock seconds, the loss
+    of every step in order (``step_losses``, one float per optimizer step: what the health monitor judges;
+    see ``sweep.health``), the learning rate of its last step and its number of optimizer steps."""
 
     loss: float
     accuracy: float
     images: int
     seconds: float
     step_losses: tuple[float, ...]
+    lr: float
+    steps: int
 
-
-DEFAULT_OVERHEAD_BUDGET = 0.05
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds
 
 
 @dataclass
@@ -228,6 +232,8 @@ def train_epoch(
         images=seen,
         seconds=time.perf_counter() - start,
         step_losses=tuple(step_losses.tolist()),  # one device->host copy per epoch
+        lr=optimizer.param_groups[0]["lr"],
+        steps=len(batches),
     )
 
 

@@ -11,11 +11,12 @@ from PIL import Image
 from perturb import noise_suite
 from sweep.aggregate import main
 from sweep.catalog import build_sweep
-from sweep.metrics import noise_metric
+from sweep.metrics import epoch_metrics, noise_metric
 from sweep.paper import paper_results
 from sweep.specs import TrialSpec
 from sweep.tables import RECIPE_SCHEMA, RESULT_SCHEMA
 from sweep.tracking import Tracker
+from sweep.training import EpochStats
 
 # Rows per run in results.parquet: the clean accuracy once, and every noise setting that changes the
 # images (the suites' Gaussian and speckle variance 0 are the clean test set again).
@@ -35,15 +36,8 @@ def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED", accur
     """What sweep.run logs for a trial that trained 3 epochs, through the same Tracker."""
     tracker.open_run(spec)
     for epoch in (1, 2, 3):
-        result = {
-            "epoch": epoch,
-            "train_loss": 1 / epoch,
-            "train_acc": 50.0,
-            "test_acc": 0.0,
-            "lr": 0.1,
-            "epoch_seconds": 1.0,
-            "images_per_second": 10.0,
-        }
+        stats = EpochStats(loss=1 / epoch, accuracy=50.0, images=10, seconds=1.0, step_losses=(), lr=0.1, steps=1)
+        result = epoch_metrics(epoch, stats, test_acc=0.0)
         if epoch == 3:
             result["test_acc"] = accuracy(spec, "clean", 0)
             # Identity settings score the clean accuracy, as the trainable reports them.

@@ -1,4 +1,5 @@
 import hashlib
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,11 +12,11 @@ from perturb import (
     SUITES,
     Noise,
     Perturbation,
+    apply_perturbation,
     change_contrast,
     gaussian_noise,
     noise_seed,
     noise_suite,
-    perturb,
     perturb_test_set,
     poisson_noise,
     shot_noise,
@@ -40,7 +41,7 @@ def residual_moments(image: np.ndarray, noisy: np.ndarray) -> np.ndarray:
 def ours(image: np.ndarray, noise: str, level: float, seed: int = 0) -> np.ndarray:
     generator = torch.Generator().manual_seed(seed)
     batch = torch.from_numpy(image).float().unsqueeze(0)
-    return perturb(batch, Perturbation(noise, level), generator=generator)[0].double().numpy()
+    return apply_perturbation(batch, Perturbation(noise, level), generator=generator)[0].double().numpy()
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -156,17 +157,17 @@ def test_no_clipping_by_default_and_clip_true_clips_like_skimage():
 def test_the_contrast_family_is_the_contrast_change_alone_and_its_clip_the_clamp(contrast):
     images = torch.rand(4, 3, 8, 8)
     contrasted = change_contrast(images, contrast)
-    assert torch.equal(perturb(images, Perturbation("contrast", contrast)), contrasted)
-    assert torch.equal(perturb(images, Perturbation("contrast-clip", contrast)), contrasted.clamp(0, 1))
+    assert torch.equal(apply_perturbation(images, Perturbation("contrast", contrast)), contrasted)
+    assert torch.equal(apply_perturbation(images, Perturbation("contrast-clip", contrast)), contrasted.clamp(0, 1))
 
 
 @pytest.mark.parametrize("peak", [60, 12, 3, 2.5])
 def test_shot_and_contrast_shot_are_shot_noise_after_the_contrast_change(peak):
     images = torch.rand(4, 3, 8, 8)
-    shot = perturb(images, Perturbation("shot", peak), generator=seeded(3))
+    shot = apply_perturbation(images, Perturbation("shot", peak), generator=seeded(3))
     assert torch.equal(shot, shot_noise(images, peak, generator=seeded(3)))
     for contrast in (0.2, 1.0, 2.5):
-        ours_noisy = perturb(images, Perturbation(f"contrast-shot-p{peak:g}", contrast), generator=seeded(3))
+        ours_noisy = apply_perturbation(images, Perturbation(f"contrast-shot-p{peak:g}", contrast), generator=seeded(3))
         assert torch.equal(ours_noisy, shot_noise(change_contrast(images, contrast), peak, generator=seeded(3)))
 
 
@@ -269,13 +270,52 @@ def test_settings_with_different_images_have_different_seeds(dataset, paper_nois
     assert len({noise_seed(dataset, p) for p in every}) == len(every)
 
 
+NOISE_OPS = [
+    pytest.param(partial(gaussian_noise, variance=0.1), id="gaussian"),
+    pytest.param(partial(speckle_noise, variance=0.1), id="speckle"),
+    pytest.param(poisson_noise, id="poisson"),
+    pytest.param(partial(shot_noise, peak=12.0), id="shot"),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("op", NOISE_OPS)
+def test_every_noise_op_returns_the_batchs_device_dtype_and_shape(op, dtype):
+    images = torch.rand(4, 1, 8, 8, dtype=dtype)
+    noisy = op(images, generator=seeded(1))
+    assert (noisy.device, noisy.dtype, noisy.shape) == (images.device, dtype, images.shape)
+    assert not torch.equal(noisy, images)
+    assert torch.equal(op(images, generator=seeded(1)), noisy)  # the generator alone decides the draws
+
+
+def test_the_noise_is_the_generators_own_draws_and_the_global_rng_without_one():
+    images = torch.rand(4, 1, 8, 8)
+    normal = torch.randn(images.shape, generator=seeded(1))
+    assert torch.equal(gaussian_noise(images, 0.25, generator=seeded(1)), images + normal * 0.5)
+    assert torch.equal(speckle_noise(images, 0.25, generator=seeded(1)), images + images * normal * 0.5)
+    counts = torch.poisson(images * 12.0, generator=seeded(1))
+    assert torch.equal(shot_noise(images, 12.0, generator=seeded(1)), counts / 12.0)
+    # generator=None: drawn from the global generator of the batch's device (here the CPU's)
+    torch.manual_seed(1)
+    assert torch.equal(gaussian_noise(images, 0.25), images + normal * 0.5)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device: checks that a CPU generator gives a GPU batch the CPU's noise, on the GPU, "
+    "and that a CUDA generator draws on the GPU for a CPU batch",
+)
 def test_the_noise_is_drawn_on_the_generators_device_and_returned_on_the_batch_device():
     images = torch.rand(4, 1, 8, 8)
-    cpu = perturb(images, Perturbation("speckle", 0.1), generator=torch.Generator().manual_seed(1))
-    assert cpu.device == images.device
-    if torch.cuda.is_available():
-        gpu = perturb(images.cuda(), Perturbation("speckle", 0.1), generator=torch.Generator().manual_seed(1))
-        assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu)
+    for setting in (Perturbation("speckle", 0.1), Perturbation("poisson", 2), Perturbation("shot", 12)):
+        cpu = apply_perturbation(images, setting, generator=seeded(1))
+        gpu = apply_perturbation(images.cuda(), setting, generator=seeded(1))
+        assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu), setting
+    cuda_normal = torch.randn(images.shape, generator=torch.Generator("cuda").manual_seed(1), device="cuda")
+    on_gpu = gaussian_noise(images.cuda(), 0.25, generator=torch.Generator("cuda").manual_seed(1))
+    assert torch.equal(on_gpu, images.cuda() + cuda_normal * 0.5)
+    on_cpu = gaussian_noise(images, 0.25, generator=torch.Generator("cuda").manual_seed(1))
+    assert on_cpu.device.type == "cpu" and torch.equal(on_cpu, images + cuda_normal.cpu() * 0.5)
 
 
 def test_paper_noise_suites():

@@ -181,6 +181,24 @@ def test_invalid_arguments_raise_a_clear_error(kwargs, message):
         PushPull2d(**args)
 
 
+@pytest.mark.parametrize(("kernel_size", "h"), [(4, 2), (2, 1.5), ((6, 6), 2)])
+def test_an_even_kernel_with_h_above_1_is_rejected_in_the_constructor(kernel_size, h):
+    # Its pull kernel is odd: the pull map would be one pixel smaller than the push map.
+    side = kernel_size[0] if isinstance(kernel_size, tuple) else kernel_size
+    with pytest.raises(ValueError) as caught:
+        PushPull2d(1, 2, kernel_size, h=h)
+    assert str(caught.value) == (
+        f"PushPull2d needs an odd kernel_size when h > 1 (push and pull kernels share a centre), got kernel_size={side}"
+    )
+
+
+def test_an_even_kernel_with_h_1_is_its_own_pull_kernel_and_keeps_the_conv_shape():
+    image = torch.randn(2, 4, 13, 13)
+    layer = PushPull2d(4, 6, 4, padding=1, h=1)
+    assert layer.pull_weight is layer.push.weight
+    assert layer(image).shape == nn.Conv2d(4, 6, 4, padding=1)(image).shape == (2, 6, 12, 12)
+
+
 @pytest.mark.parametrize("train_alpha", [False, True])
 def test_scripts_compiles_and_exports_to_the_same_function(train_alpha):
     torch.manual_seed(4)

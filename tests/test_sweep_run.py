@@ -35,6 +35,11 @@ def runs_of(storage: Path, sweep: str) -> list:
     return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
+def smoke_args(storage: Path, data_root: Path, *extra: str, sweep: str = "lenet") -> list[str]:
+    """The command line of a smoke-profile sweep: `SWEEP --profile smoke --storage S --data-root D EXTRA...`."""
+    return [sweep, "--profile", "smoke", "--storage", str(storage), "--data-root", str(data_root), *extra]
+
+
 @pytest.fixture(scope="module")
 def mnist_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
@@ -73,9 +78,7 @@ def test_bad_input_stops_with_one_line_and_exit_2_before_ray_starts(tmp_path, ar
 
 
 def test_missing_data_stops_with_what_to_put_where(tmp_path):
-    result = run_cli(
-        "lenet", "--profile", "smoke", "--storage", str(tmp_path / "store"), "--data-root", str(tmp_path / "empty")
-    )
+    result = run_cli(*smoke_args(tmp_path / "store", tmp_path / "empty"))
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("sweep.run")]
     assert lines == [result.stderr.strip().splitlines()[-1]]
@@ -105,10 +108,26 @@ def test_an_unreachable_ray_cluster_stops_with_one_line_and_records_no_sweep(tmp
 
 
 @pytest.mark.parametrize(("seeds", "count"), [("1", 32), ("2", 64)])
-def test_dry_run_lists_the_distinct_trials_of_paper_full(seeds, count):
-    result = run_cli("paper_full", "--dry-run", "--seeds", seeds)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+def test_dry_run_lists_the_distinct_trials_of_paper_full(seeds, count, tmp_path, capsys):
+    # A dry run loads every data set the trials need (in-process: the synthetic CIFARs fail the md5 sums).
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    write_cifar(tmp_path, "cifar10", n_train=10, n_test=10)
+    write_cifar(tmp_path, "cifar100", n_train=10, n_test=10)
+    with cifar_checksums_disabled():
+        code = main(
+            [
+                "paper_full",
+                "--dry-run",
+                "--seeds",
+                seeds,
+                "--storage",
+                str(tmp_path / "store"),
+                "--data-root",
+                str(tmp_path),
+            ]
+        )
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2] == f"{count} trials"
     keys = [line.split()[0] for line in lines[1:-2]]
     assert len(keys) == len(set(keys)) == count
@@ -144,21 +163,7 @@ def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tm
     # Six epochs (about 3 s a trial here), so that each trial outlasts the start of the other three by
     # seconds (about 0.9 s apart here) and all four slots are busy at once.
     epochs = 6
-    code = main(
-        [
-            "lenet",
-            "--profile",
-            "smoke",
-            "--storage",
-            str(tmp_path),
-            "--data-root",
-            str(mnist_root),
-            "--max-concurrent",
-            "4",
-            "--set",
-            f"epochs={epochs}",
-        ]
-    )
+    code = main(smoke_args(tmp_path, mnist_root, "--max-concurrent", "4", "--set", f"epochs={epochs}"))
     assert code == 0
     specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", epochs)])
     runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
@@ -168,19 +173,7 @@ def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tm
     overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
     assert overlap == 4, sorted((s - spans[0][0], e - spans[0][0]) for s, e in spans)
 
-    again = main(
-        [
-            "lenet",
-            "--profile",
-            "smoke",
-            "--storage",
-            str(tmp_path),
-            "--data-root",
-            str(mnist_root),
-            "--set",
-            f"epochs={epochs}",
-        ]
-    )
+    again = main(smoke_args(tmp_path, mnist_root, "--set", f"epochs={epochs}"))
     assert again == 2  # an existing sweep is continued with --resume only
     assert len(runs_of(tmp_path, "lenet")) == 8
 
@@ -199,19 +192,7 @@ def test_cifar100_smoke_sweep_trains_wrn_28_10_twins(ray_cluster, tmp_path):
     data = tmp_path / "data"
     write_cifar(data, "cifar100", n_train=64, n_test=32)
     with cifar_checksums_disabled():
-        code = main(
-            [
-                "cifar100",
-                "--profile",
-                "smoke",
-                "--storage",
-                str(tmp_path),
-                "--data-root",
-                str(data),
-                "--set",
-                "max_test_images=8",
-            ]
-        )
+        code = main(smoke_args(tmp_path, data, "--set", "max_test_images=8", sweep="cifar100"))
     assert code == 0
     runs = assert_one_finished_run_per_trial(
         tmp_path, "cifar100", build_sweep("cifar100", profile="smoke", overrides=[(None, "max_test_images", 8)]), 22
@@ -233,21 +214,7 @@ def finished_runs(storage: Path) -> int:
 
 def test_interrupted_sweep_resumes_to_exactly_one_run_per_trial(ray_cluster, tmp_path, mnist_root):
     # --overhead-budget 1: every epoch evaluates, so that every epoch's test_acc can be checked below.
-    args = [
-        "lenet",
-        "--profile",
-        "smoke",
-        "--storage",
-        str(tmp_path),
-        "--data-root",
-        str(mnist_root),
-        "--max-concurrent",
-        "1",
-        "--set",
-        "epochs=3",
-        "--overhead-budget",
-        "1",
-    ]
+    args = smoke_args(tmp_path, mnist_root, "--max-concurrent", "1", "--set", "epochs=3", "--overhead-budget", "1")
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster],
         cwd=PROJECT,
@@ -277,7 +244,7 @@ def test_interrupted_sweep_resumes_to_exactly_one_run_per_trial(ray_cluster, tmp
 
 
 def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root):
-    base = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root)]
+    base = smoke_args(tmp_path, mnist_root)
     assert main([*base, "--resume"]) == 2
     (tmp_path / "lenet.sweep.json").write_text(json.dumps({"sweep": "lenet", "tracking_uri": "x", "trial_keys": []}))
     assert main([*base, "--resume"]) == 2
@@ -285,19 +252,7 @@ def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root):
 
 def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, mnist_root):
     epochs = 8  # killed after epoch 1: seconds of training left, no race with the trial's end
-    args = [
-        "lenet",
-        "--profile",
-        "smoke",
-        "--storage",
-        str(tmp_path),
-        "--data-root",
-        str(mnist_root),
-        "--max-concurrent",
-        "1",
-        "--set",
-        f"epochs={epochs}",
-    ]
+    args = smoke_args(tmp_path, mnist_root, "--max-concurrent", "1", "--set", f"epochs={epochs}")
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster],
         cwd=PROJECT,
@@ -333,19 +288,7 @@ def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster,
 def test_trials_that_require_gpus_on_a_cluster_without_any_stop_with_one_line(
     ray_cluster, tmp_path, mnist_root, capsys
 ):
-    args = [
-        "lenet",
-        "--profile",
-        "smoke",
-        "--storage",
-        str(tmp_path),
-        "--data-root",
-        str(mnist_root),
-        "--gpus",
-        "require",
-        "--gpu-wait",
-        "1",
-    ]
+    args = smoke_args(tmp_path, mnist_root, "--gpus", "require", "--gpu-wait", "1")
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own log lines on creating the store
     assert err == (
@@ -357,7 +300,7 @@ def test_trials_that_require_gpus_on_a_cluster_without_any_stop_with_one_line(
 
 def test_a_diverging_sweep_ends_diverged_not_retried_and_makes_no_result_row(ray_cluster, tmp_path, mnist_root, capsys):
     # lr=50 blows every model up within its first steps: all 8 diverge, and none is retried.
-    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--set", "lr=50"]
+    args = smoke_args(tmp_path, mnist_root, "--set", "lr=50")
     assert main(args) == 1
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("DIVERGED")]
@@ -377,14 +320,9 @@ def test_a_diverging_sweep_ends_diverged_not_retried_and_makes_no_result_row(ray
 
 def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster, tmp_path, mnist_root):
     # Epoch 1 at lr 0.01 trains; the "decay" at epoch 2 multiplies the rate by 5000, to 50.
-    args = [
-        "lenet",
-        "--profile",
-        "smoke",
-        "--storage",
-        str(tmp_path),
-        "--data-root",
-        str(mnist_root),
+    args = smoke_args(
+        tmp_path,
+        mnist_root,
         "--set",
         "epochs=2",
         "--set",
@@ -393,7 +331,7 @@ def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster
         "lr_decay=5000",
         "--set",
         "max_train_batches=50",
-    ]
+    )
     assert main(args) == 1
     runs = runs_of(tmp_path, "lenet")
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -410,22 +348,7 @@ def test_a_loss_that_turns_nan_after_a_healthy_first_epoch_is_caught(ray_cluster
 
 
 def test_a_bf16_sweep_trains_healthy_runs_that_carry_their_precision(ray_cluster, tmp_path, mnist_root):
-    assert (
-        main(
-            [
-                "lenet",
-                "--profile",
-                "smoke",
-                "--storage",
-                str(tmp_path),
-                "--data-root",
-                str(mnist_root),
-                "--set",
-                "precision=bf16",
-            ]
-        )
-        == 0
-    )
+    assert main(smoke_args(tmp_path, mnist_root, "--set", "precision=bf16")) == 0
     runs = runs_of(tmp_path, "lenet")
     assert len(runs) == 8 and {r.data.tags["health"] for r in runs} == {"healthy"}
     assert all(r.data.metrics["test_acc"] > 15 for r in runs)
@@ -435,9 +358,10 @@ def test_a_bf16_sweep_trains_healthy_runs_that_carry_their_precision(ray_cluster
     assert not bf16_keys & {spec.key for spec in build_sweep("lenet", profile="smoke")}  # fp32 trials are other trials
 
 
-def test_dry_run_on_a_machine_without_gpus_plans_fp32_and_gpus_require_plans_bf16():
-    cpu = run_cli("lenet", "--dry-run")
-    gpu = run_cli("lenet", "--dry-run", "--gpus", "require")
+def test_dry_run_on_a_machine_without_gpus_plans_fp32_and_gpus_require_plans_bf16(mnist_root):
+    cpu = run_cli("lenet", "--dry-run", "--data-root", str(mnist_root))
+    # --address: on a local Ray without GPU, --gpus require stops in the pre-flight (tests/test_preflight.py).
+    gpu = run_cli("lenet", "--dry-run", "--gpus", "require", "--address", "auto", "--data-root", str(mnist_root))
     assert cpu.returncode == gpu.returncode == 0
     assert (
         cpu.stdout.splitlines()[-1]

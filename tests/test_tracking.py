@@ -16,10 +16,11 @@ from perturb import noise_suite
 from sweep import mirror
 from sweep.aggregate import main as aggregate_main
 from sweep.catalog import build_sweep
-from sweep.metrics import noise_metric
+from sweep.metrics import epoch_metrics, noise_metric
 from sweep.mirror import TrackingWriter
 from sweep.run import EXIT_WRITES_WAIT, main
 from sweep.tracking import Tracker
+from sweep.training import EpochStats
 from tests.datasets import write_mnist
 from tests.processes import free_ports, kill, start_mlflow_server, stop, wait_for
 
@@ -28,15 +29,8 @@ SPEC = build_sweep("lenet", profile="smoke")[0]
 
 
 def epoch_result(epoch: int, final: bool = False) -> dict:
-    result = {
-        "epoch": epoch,
-        "train_loss": 1 / epoch,
-        "train_acc": 50.0,
-        "test_acc": 90.0 + epoch,
-        "lr": 0.01,
-        "epoch_seconds": 1.0,
-        "images_per_second": 10.0,
-    }
+    stats = EpochStats(loss=1 / epoch, accuracy=50.0, images=10, seconds=1.0, step_losses=(), lr=0.01, steps=1)
+    result = epoch_metrics(epoch, stats, test_acc=90.0 + epoch)
     if final:
         result.update({noise_metric(p.noise, p.level): 80.0 for p in noise_suite(SPEC.dataset)})
     return result

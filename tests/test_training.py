@@ -122,17 +122,14 @@ def test_train_epoch_applies_the_per_step_rates_and_clips_gradients():
     )
     model = build_model(ModelSpec(arch="lenet", variant="D"))
     optimizer = make_optimizer(model, recipe)
-    seen = []
-    step = optimizer.step
-    optimizer.step = lambda *a, **k: (
-        seen.append(
-            (
-                optimizer.param_groups[0]["lr"],
-                torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item(),
-            )
-        ),
-        step(*a, **k),
-    )[1]
+    seen = []  # (learning rate, gradient norm) as each step is taken
+
+    def record_rate_and_gradient_norm(optimizer, args, kwargs):
+        """A step pre-hook: runs at the start of every optimizer.step(), after train_epoch clipped the gradients."""
+        norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item()
+        seen.append((optimizer.param_groups[0]["lr"], norm))
+
+    optimizer.register_step_pre_hook(record_rate_and_gradient_norm)
     images, labels = torch.randint(0, 255, (64, 1, 28, 28), dtype=torch.uint8), torch.arange(64) % 10
     train_epoch(model, optimizer, images, labels, recipe, identity(), torch.Generator().manual_seed(0), 0)
     assert [rate for rate, _ in seen] == pytest.approx([0.025, 0.05, 0.075, 0.1])
@@ -158,28 +155,66 @@ def test_a_non_finite_loss_stops_the_epoch_with_the_step_it_happened():
     assert caught.value.step < 20 and str(caught.value).startswith("loss is ")
 
 
-def test_health_monitor_judges_learning_once_enough_steps_were_taken():
-    monitor = HealthMonitor(num_classes=10)
-    assert monitor.check_epoch(1, [2.30] * 60, accuracy=11.35) is None  # 60 steps: too early to judge
-    assert monitor.window == [2.30] * 60 and not monitor.judged
-    assert monitor.check_epoch(2, [2.30] * 60, accuracy=11.35) == (
-        "training loss 2.300 over steps 91-120 (epoch 2) is neither clearly below ln(10) = 2.303 nor clearly falling (steps 1-30: 2.300)"
-    )
-    assert monitor == HealthMonitor(10, steps=120, judged=True, window=[])  # the window is let go once judged
-    assert (
-        HealthMonitor(10).check_epoch(1, [1.9] * 469, accuracy=14.0)
-        == "clean test accuracy 14.00 % after epoch 1 is at chance (10 %)"
-    )
-    healthy = HealthMonitor(100)
-    assert healthy.check_epoch(1, [3.8] * 391, accuracy=9.0) is None
-    assert healthy.check_epoch(2, [9.0] * 391, accuracy=20.0) is None  # judged once: the loss is not looked at again
-    assert (
-        healthy.check_epoch(3, [3.0] * 391, accuracy=1.2)
-        == "clean test accuracy fell back to chance: 1.20 % at epoch 3"
-    )
-    smoke_wrn = HealthMonitor(10)
-    assert smoke_wrn.check_epoch(1, [0.01, 0.01], accuracy=3.0) is None  # smoke WRN: two steps, never judged
-    assert smoke_wrn == HealthMonitor(10, steps=2, judged=False, window=[0.01, 0.01])
+PLATEAU = (
+    "training loss 2.300 over steps 91-120 (epoch 2) is neither clearly below ln(10) = 2.303 nor clearly falling "
+    "(steps 1-30: 2.300)"
+)
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "epochs", "state"),
+    [
+        pytest.param(
+            10,
+            [(1, [2.30] * 60, 11.35, None)],  # 60 steps: too early to judge
+            {"window": [2.30] * 60, "judged": False},
+            id="too-few-steps-to-judge-keeps-the-window",
+        ),
+        pytest.param(
+            10,
+            [(1, [2.30] * 60, 11.35, None), (2, [2.30] * 60, 11.35, PLATEAU)],
+            # the window is let go once judged
+            dataclasses.asdict(HealthMonitor(10, steps=120, judged=True, window=[])),
+            id="plateau-at-the-uniform-guess-is-judged-once-enough-steps",
+        ),
+        pytest.param(
+            10,
+            [(1, [1.9] * 469, 14.0, "clean test accuracy 14.00 % after epoch 1 is at chance (10 %)")],
+            {},
+            id="chance-accuracy-when-judged",
+        ),
+        pytest.param(100, [(1, [3.8] * 391, 9.0, None)], {}, id="healthy-first-epoch"),
+        pytest.param(
+            100,
+            # judged once: the loss is not looked at again
+            [(1, [3.8] * 391, 9.0, None), (2, [9.0] * 391, 20.0, None)],
+            {},
+            id="loss-not-looked-at-again-once-judged",
+        ),
+        pytest.param(
+            100,
+            [
+                (1, [3.8] * 391, 9.0, None),
+                (2, [9.0] * 391, 20.0, None),
+                (3, [3.0] * 391, 1.2, "clean test accuracy fell back to chance: 1.20 % at epoch 3"),
+            ],
+            {},
+            id="accuracy-falling-back-to-chance-after-judged",
+        ),
+        pytest.param(
+            10,
+            [(1, [0.01, 0.01], 3.0, None)],  # smoke WRN: two steps, never judged
+            dataclasses.asdict(HealthMonitor(10, steps=2, judged=False, window=[0.01, 0.01])),
+            id="smoke-wrn-two-steps-never-judged",
+        ),
+    ],
+)
+def test_health_monitor_judges_learning_once_enough_steps_were_taken(num_classes, epochs, state):
+    """epochs: (epoch, step losses, clean accuracy, expected verdict) in order; state: the monitor's fields after them."""
+    monitor = HealthMonitor(num_classes)
+    for epoch, losses, accuracy, verdict in epochs:
+        assert monitor.check_epoch(epoch, losses, accuracy=accuracy) == verdict
+    assert {name: getattr(monitor, name) for name in state} == state
 
 
 def test_health_monitor_keeps_a_loss_that_is_still_falling_but_not_a_plateau_at_the_uniform_guess():

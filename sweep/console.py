@@ -1,0 +1,244 @@
+"""What ``python -m sweep.run`` prints: one compact progress view, a summary per model, the next commands.
+
+On a terminal the view is a table of the trials redrawn in place; piped to a file it is plain lines, one
+per event (trial started, ended) and per reported epoch, at most one every ``PIPED_EPOCH_INTERVAL_S``
+per trial (the first and the last epoch always). Ray's and Tune's own output is off unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ray import tune
+
+from sweep.metrics import parse_noise_metric
+from sweep.specs import TrialSpec
+
+__all__ = [
+    "ConsoleProgress",
+    "TrialOutcome",
+    "next_commands",
+    "outcomes_of",
+    "quiet_libraries",
+    "runs_view_url",
+    "summary_lines",
+]
+
+PIPED_EPOCH_INTERVAL_S = 30.0
+REDRAW_INTERVAL_S = 0.5
+SUMMARY_NOISES = ("gaussian", "speckle", "poisson")
+# The runs table of an experiment in the MLflow UI (MLflow 3 opens an experiment on another page).
+RUNS_VIEW = "#/experiments/{experiment_id}/runs"
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Before Ray starts: Tune's old, silent-at-verbose-0 reporter, Ray's loggers at ERROR and MLflow's at
+    WARNING (no "Creating initial MLflow database tables"), unless ``verbose``. A user's own setting of
+    ``RAY_AIR_NEW_OUTPUT`` wins."""
+    if verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+@dataclass
+class _Row:
+    spec: TrialSpec
+    epoch: int = 0
+    train_loss: float | None = None
+    test_acc: float | None = None
+    status: str = "pending"
+
+    def cells(self) -> tuple[str, ...]:
+        loss = "-" if self.train_loss is None else f"{self.train_loss:.4f}"
+        acc = "-" if self.test_acc is None else f"{self.test_acc:.2f}"
+        epochs = f"{self.epoch}/{self.spec.recipe.epochs}"
+        return (self.spec.run_name, self.spec.model.name, str(self.spec.seed), epochs, loss, acc, self.status)
+
+
+HEADER = ("trial", "model", "seed", "epoch", "train loss", "test acc %", "status")
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+class ConsoleProgress(tune.Callback):
+    """The progress view of a sweep's trials (trial, model, seed, epoch/total, train loss, last test
+    accuracy, status), on the driver. ``interactive``: redraw a table in place (a terminal) rather than
+    print lines (a pipe or a file)."""
+
+    def __init__(self, interactive: bool | None = None) -> None:
+        self.interactive = sys.stdout.isatty() if interactive is None else interactive
+        self.rows: dict[str, _Row] = {}
+        self.started = time.monotonic()
+        self._printed_at: dict[str, float] = {}
+        self._drawn_lines = 0
+        self._drawn_at = 0.0
+
+    def _row(self, trial: Any) -> _Row:
+        spec = TrialSpec.from_config(trial.config)
+        return self.rows.setdefault(spec.key, _Row(spec))
+
+    def _line(self, row: _Row, event: str) -> None:
+        elapsed = time.monotonic() - self.started
+        spec = row.spec
+        text = f"[{elapsed:6.0f}s] {spec.run_name} ({spec.model.name}, seed {spec.seed}) {event}"
+        self._print([text])
+
+    def _print(self, lines: list[str]) -> None:
+        if self.interactive and self._drawn_lines:
+            sys.stdout.write(f"\x1b[{self._drawn_lines}F\x1b[J")  # up to the table's first line, clear below
+            self._drawn_lines = 0
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
+        sys.stdout.flush()
+
+    def _redraw(self, trials: Iterable[Any], force: bool = False) -> None:
+        if not self.interactive or (not force and time.monotonic() - self._drawn_at < REDRAW_INTERVAL_S):
+            return
+        for trial in trials:
+            self._row(trial)  # a row for every trial, pending until a hook says otherwise
+        lines = _table([HEADER, *(row.cells() for row in self.rows.values())])
+        self._print(lines)
+        self._drawn_lines, self._drawn_at = len(lines), time.monotonic()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        row = self._row(trial)
+        row.status = "running"
+        if not self.interactive:
+            self._line(row, "started" if row.epoch == 0 else f"restarted after epoch {row.epoch}")
+        self._redraw(trials, force=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        row = self._row(trial)
+        if "train_loss" in result:
+            row.epoch, row.train_loss = int(result["epoch"]), float(result["train_loss"])
+        if "test_acc" in result:
+            row.test_acc = float(result["test_acc"])
+        now = time.monotonic()
+        due = now - self._printed_at.get(row.spec.key, 0.0) >= PIPED_EPOCH_INTERVAL_S
+        if not self.interactive and "train_loss" in result and (due or row.epoch == row.spec.recipe.epochs):
+            self._printed_at[row.spec.key] = now
+            acc = "" if "test_acc" not in result else f", test acc {row.test_acc:.2f} %"
+            self._line(row, f"epoch {row.epoch}/{row.spec.recipe.epochs}: train loss {row.train_loss:.4f}{acc}")
+        self._redraw(trials)
+
+    def _ended(self, trials: list, trial: Any, failed: bool) -> None:
+        # Tune calls these hooks before it marks the trial TERMINATED or ERROR.
+        row = self._row(trial)
+        diverged = (trial.last_result or {}).get("health") == "diverged"
+        row.status = "failed" if failed else "diverged" if diverged else "finished"
+        if self.interactive and row.status == "finished":
+            self._redraw(trials, force=True)
+            return
+        reason = ""
+        if row.status == "diverged":
+            reason = f": {trial.last_result.get('health_reason', '')}"
+        elif row.status == "failed" and getattr(trial, "error_file", None):
+            reason = f": see {trial.error_file}"
+        self._line(row, f"{row.status}{reason}")
+        self._redraw(trials, force=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trials, trial, failed=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trials, trial, failed=True)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        row = self._row(trial)
+        row.status = f"restarting ({trial.num_failures})"
+        self._line(row, f"lost its worker after epoch {row.epoch}: restarting from its last checkpoint")
+        self._redraw(trials, force=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment; a resumed sweep draws its view afresh.
+        return {"interactive": self.interactive}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["interactive"])
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How a trial ended: ``status`` finished | diverged | failed, ``metrics`` its last reported result
+    (the noise scores when it finished), ``reason`` why it did not finish."""
+
+    spec: TrialSpec
+    status: str
+    metrics: dict[str, Any]
+    reason: str = ""
+
+
+def outcomes_of(results: Iterable[Any]) -> list[TrialOutcome]:
+    """How each trial of Tune's ``results`` (a ResultGrid) ended."""
+    outcomes = []
+    for result in results:
+        spec, metrics = TrialSpec.from_config(result.config), dict(result.metrics or {})
+        if result.error is not None:
+            lines = str(result.error).strip().splitlines()
+            outcomes.append(TrialOutcome(spec, "failed", metrics, lines[-1] if lines else type(result.error).__name__))
+        elif metrics.get("health") == "diverged":
+            outcomes.append(TrialOutcome(spec, "diverged", metrics, str(metrics.get("health_reason", ""))))
+        else:
+            outcomes.append(TrialOutcome(spec, "finished", metrics))
+    return outcomes
+
+
+def _model_label(spec: TrialSpec) -> str:
+    label = f"{spec.dataset} {spec.model.name}"
+    return f"{label} h={spec.model.h:g} alpha={spec.model.alpha:g}" if spec.model.pushpull else label
+
+
+def _mean(values: list[float]) -> str:
+    return f"{sum(values) / len(values):.2f}" if values else "-"
+
+
+def summary_lines(outcomes: Sequence[TrialOutcome]) -> list[str]:
+    """One row per model (over its seeds): clean test accuracy and the mean accuracy over the levels of
+    each of the paper's noises, in percent, of the trials that finished; and how its trials ended."""
+    groups: dict[str, list[TrialOutcome]] = {}
+    for outcome in outcomes:
+        groups.setdefault(_model_label(outcome.spec), []).append(outcome)
+    rows = [("model", "trials", "clean", *(f"{noise} (mean)" for noise in SUMMARY_NOISES), "status")]
+    for label, group in groups.items():
+        finished = [o.metrics for o in group if o.status == "finished"]
+        by_noise: dict[str, list[float]] = {noise: [] for noise in SUMMARY_NOISES}
+        for metrics in finished:
+            for name, value in metrics.items():
+                parsed = parse_noise_metric(name)
+                if parsed is not None and parsed[0] in by_noise:
+                    by_noise[parsed[0]].append(float(value))
+        statuses = {s: sum(o.status == s for o in group) for s in ("finished", "diverged", "failed")}
+        status = ", ".join(f"{n} {s}" for s, n in statuses.items() if n)
+        clean = _mean([float(m["test_acc"]) for m in finished if "test_acc" in m])
+        rows.append((label, str(len(group)), clean, *(_mean(by_noise[n]) for n in SUMMARY_NOISES), status))
+    return _table(rows)
+
+
+def runs_view_url(tracking_uri: str, experiment_id: str, ui_address: str = "http://127.0.0.1:5000") -> str:
+    """The URL of the experiment's runs table: on the tracking server itself, or on ``mlflow ui`` at
+    ``ui_address`` for an embedded store."""
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_address
+    return f"{base.rstrip('/')}/{RUNS_VIEW.format(experiment_id=experiment_id)}"
+
+
+def next_commands(sweep: str, storage: str, tracking_uri: str, experiment_id: str) -> list[str]:
+    """What to run next, with the real paths: the MLflow UI on the sweep's runs, and the tables and figures."""
+    lines = ["next:"]
+    if not tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"  mlflow ui --backend-store-uri {tracking_uri}")
+    lines += [
+        f"  open {runs_view_url(tracking_uri, experiment_id)}  (the runs; Chart view: curve/<noise> per noise level)",
+        f"  python -m sweep.aggregate --sweep {sweep} --storage {storage} --report",
+    ]
+    return lines

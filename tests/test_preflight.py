@@ -1,0 +1,269 @@
+"""The pre-flight of ``python -m sweep.run``: each problem found before Ray starts ends the command with
+one line on stderr and exit status 2, with and without --dry-run, and creates nothing (no storage folder,
+no MLflow store, no data folder)."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torchvision import datasets
+
+from sweep import run
+from sweep.catalog import build_sweep
+from sweep.tracking import TrialProblem, reconcile_results
+from tests.datasets import write_mnist
+
+PROJECT = Path(__file__).resolve().parents[1]
+MNIST_FILES = (
+    "the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+    "t10k-labels-idx1-ubyte, or their .gz) in {root}/MNIST/raw, or pass --data-root DIR"
+)
+DRY = [pytest.param([], id="launch"), pytest.param(["--dry-run"], id="dry-run")]
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root, n_train=200, n_test=50)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_download(monkeypatch):
+    """A download of MNIST fails at once, online or not: its mirrors are a closed local port."""
+    monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fails_with_one_line(capsys, tmp_path: Path, args: list[str], message: str) -> None:
+    """``sweep.run.main(args)`` exits 2 with exactly ``message`` on stderr, and creates nothing in tmp_path."""
+    before = listing(tmp_path)
+    assert run.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"sweep.run: error: {message}"]
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("dry", DRY)
+@pytest.mark.parametrize("exists", [False, True], ids=["absent-root", "empty-root"])
+def test_a_missing_data_set_stops_and_creates_no_data_folder(tmp_path, capsys, dry, exists):
+    root = tmp_path / "data"
+    if exists:
+        root.mkdir()
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path / "store"), "--data-root", str(root), *dry]
+    where = MNIST_FILES.format(root=root)
+    if dry:
+        message = f"mnist is not in {root} (a dry run downloads nothing): put {where}"
+    else:
+        message = f"mnist is not in {root} and could not be downloaded (RuntimeError): put {where}"
+    fails_with_one_line(capsys, tmp_path, args, message)
+    assert not (root / "MNIST").exists() and root.exists() == exists
+
+
+@pytest.mark.parametrize("dry", DRY)
+def test_a_data_set_that_does_not_load_stops(tmp_path, capsys, dry):
+    raw = write_mnist(tmp_path / "data", n_train=20, n_test=10)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03")  # the header of an IDX file, cut short
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(tmp_path / "data"), *dry]
+    before = listing(tmp_path)
+    assert run.main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"sweep.run: error: mnist in {tmp_path / 'data'} does not load (")
+    assert err.rstrip().endswith(f"put {MNIST_FILES.format(root=tmp_path / 'data')}")
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("dry", DRY)
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("/proc/x", "cannot use the storage /proc/x: cannot create a folder in /proc (No such file or directory)"),
+        ("{tmp}/file/store", "cannot use the storage {tmp}/file/store: {tmp}/file is not a directory"),
+        ("{tmp}/file", "cannot use the storage {tmp}/file: {tmp}/file is not a directory"),
+    ],
+    ids=["proc", "below-a-file", "a-file"],
+)
+def test_an_unusable_storage_stops(tmp_path, capsys, mnist_root, dry, storage, message):
+    (tmp_path / "file").write_text("not a folder")
+    storage = storage.format(tmp=tmp_path)
+    args = ["lenet", "--storage", storage, "--data-root", str(mnist_root), *dry]
+    fails_with_one_line(capsys, tmp_path, args, message.format(tmp=tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder")
+@pytest.mark.parametrize("dry", DRY)
+def test_a_read_only_storage_folder_stops(tmp_path, capsys, mnist_root, dry):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        args = ["lenet", "--storage", str(folder / "store"), "--data-root", str(mnist_root), *dry]
+        fails_with_one_line(
+            capsys, tmp_path, args, f"cannot use the storage {folder / 'store'}: {folder} is not writable"
+        )
+    finally:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("dry", DRY)
+def test_an_unusable_embedded_tracking_store_stops(tmp_path, capsys, mnist_root, dry):
+    (tmp_path / "file").write_text("not a folder")
+    uri = f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}"
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
+    fails_with_one_line(
+        capsys, tmp_path, args, f"cannot create the MLflow store {uri}: {tmp_path / 'file'} is not a directory"
+    )
+
+
+@pytest.mark.parametrize("dry", DRY)
+def test_an_unreachable_tracking_server_stops(tmp_path, capsys, mnist_root, dry):
+    uri = f"http://127.0.0.1:{free_port()}"
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
+    fails_with_one_line(
+        capsys, tmp_path, args, f"cannot reach the MLflow tracking server at {uri}: [Errno 111] Connection refused"
+    )
+
+
+@pytest.mark.parametrize("dry", DRY)
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--max-concurrent", "0"], "--max-concurrent must be >= 1, got 0"),
+        (["--overhead-budget", "0"], "--overhead-budget must be > 0, got 0"),
+        (["--overhead-budget", "nan"], "--overhead-budget must be > 0, got nan"),
+        (["--gpu-wait", "-1"], "--gpu-wait must be >= 0, got -1"),
+        (["--max-failures", "-2"], "--max-failures must be >= 0 (or -1: without limit), got -2"),
+        (["--address", "127.0.0.1:{port}"], "cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused"),
+        (["--resume", "--sync"], "--resume already delivers what MLflow lacks: use --resume or --sync, not both"),
+        (["--resume"], "nothing to continue: no sweep 'lenet' in {tmp}/store"),
+    ],
+    ids=[
+        "max-concurrent",
+        "overhead-budget",
+        "overhead-budget-nan",
+        "gpu-wait",
+        "max-failures",
+        "address",
+        "resume-sync",
+        "resume",
+    ],
+)
+def test_impossible_options_stop(tmp_path, capsys, mnist_root, dry, option, message):
+    port = free_port()
+    option = [text.format(port=port) for text in option]
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(mnist_root), *option, *dry]
+    fails_with_one_line(capsys, tmp_path, args, message.format(port=port, tmp=tmp_path))
+
+
+@pytest.mark.parametrize("dry", DRY)
+def test_an_existing_sweep_without_resume_stops(tmp_path, capsys, mnist_root, dry):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "lenet.sweep.json").write_text("{}")
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(mnist_root), *dry]
+    message = (
+        f"sweep 'lenet' already exists in {tmp_path / 'store'}: continue it with --resume, or pass another --storage"
+    )
+    fails_with_one_line(capsys, tmp_path, args, message)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("dry", DRY)
+def test_gpus_require_on_a_local_ray_without_gpu_stops_at_once(tmp_path, mnist_root, dry):
+    # A subprocess: in this one a test's Ray may run already, which the sweep would join.
+    before = listing(tmp_path)
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(mnist_root), "--gpus", "require", *dry]
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.run", *args], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "sweep.run: error: --gpus require makes every trial ask for a GPU, and this machine has none (torch sees no "
+        "CUDA GPU) for the local Ray the trials would run on: use --gpus auto or none, or join a cluster with GPU "
+        "workers (--address)"
+    ]
+    assert listing(tmp_path) == before
+
+
+def test_a_successful_dry_run_prints_the_trials_and_creates_nothing(tmp_path, capsys):
+    write_mnist(tmp_path / "data", n_train=20, n_test=10)
+    before = listing(tmp_path)
+    args = ["lenet", "--profile", "smoke", "--storage", str(tmp_path / "store"), "--data-root", str(tmp_path / "data")]
+    assert run.main([*args, "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert lines[-2] == "8 trials" and lines[-1].startswith("precision ")
+    assert [line.split()[0] for line in lines[1:-2]] == [spec.key for spec in build_sweep("lenet", profile="smoke")]
+    assert listing(tmp_path) == before
+
+
+def test_the_preflight_of_a_launch_loads_the_data_and_creates_nothing(tmp_path):
+    write_mnist(tmp_path / "data", n_train=20, n_test=10)
+    before = listing(tmp_path)
+    args = run._parser().parse_args(
+        ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(tmp_path / "data")]
+    )
+    plan = run.preflight(args)
+    assert listing(tmp_path) == before
+    assert plan.tracking_uri == f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}" and plan.started is None
+    assert list(plan.data) == ["mnist"] and plan.data["mnist"].train_images.shape == (20, 1, 28, 28)
+    assert [spec.key for spec in plan.specs] == [spec.key for spec in build_sweep("lenet")]
+
+
+def test_help_is_plain_text_with_defaults_and_examples_and_loads_no_heavy_module():
+    code = (
+        "import sys, contextlib, io\n"
+        "from sweep.run import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "print(out.getvalue())\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'mlflow', 'ray', 'pandas') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text, loaded = result.stdout.rsplit("\n", 2)[0], result.stdout.splitlines()[-1]
+    assert loaded == "[]"
+    assert "`" not in text
+    for default in ("(default: paper)", "(default: 1)", "(default: 2)", "(default: auto)", "(default: 600)"):
+        assert default in text
+    assert "(default: 60)" in text and "(default: 0.05)" in text
+    examples = text.split("\nexamples:\n", 1)[1]
+    assert 4 <= sum(line.startswith("  python -m sweep.run") for line in examples.splitlines()) <= 6
+
+
+def test_reconcile_results_fails_the_runs_of_errored_trials_and_lists_every_problem():
+    specs = build_sweep("lenet", profile="smoke")[:3]
+    results = [
+        SimpleNamespace(config={"spec": specs[0].to_dict()}, error=None, metrics={"health": "healthy"}),
+        SimpleNamespace(config={"spec": specs[1].to_dict()}, error=RuntimeError("boom\nworker died"), metrics={}),
+        SimpleNamespace(
+            config={"spec": specs[2].to_dict()},
+            error=None,
+            metrics={"health": "diverged", "health_reason": "loss is nan at epoch 1 step 3"},
+        ),
+    ]
+    submitted = []
+    writer = SimpleNamespace(submit=lambda *call: submitted.append(call))
+    problems = reconcile_results(results, writer)
+    assert submitted == [("fail", specs[1], "worker died")]
+    assert problems == [
+        TrialProblem("FAILED", specs[1].key, specs[1].model.name, "mnist", 0, "worker died"),
+        TrialProblem("DIVERGED", specs[2].key, specs[2].model.name, "mnist", 0, "loss is nan at epoch 1 step 3"),
+    ]
