@@ -33,8 +33,9 @@ __all__ = [
 PIPED_EPOCH_INTERVAL_S = 30.0
 REDRAW_INTERVAL_S = 0.5
 SUMMARY_NOISES = ("gaussian", "speckle", "poisson")
-# The runs table of an experiment in the MLflow UI (MLflow 3 opens an experiment on another page).
-RUNS_VIEW = "#/experiments/{experiment_id}/runs"
+# The runs of an experiment in the MLflow UI (3.x), as a table; without workflowType MLflow 3 opens an
+# experiment on its GenAI overview. compareRunsMode=CHART shows the chart view instead.
+RUNS_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -238,7 +239,8 @@ def next_commands(sweep: str, storage: str, tracking_uri: str, experiment_id: st
     if not tracking_uri.startswith(("http://", "https://")):
         lines.append(f"  mlflow ui --backend-store-uri {tracking_uri}")
     lines += [
-        f"  open {runs_view_url(tracking_uri, experiment_id)}  (the runs; Chart view: curve/<noise> per noise level)",
+        f"  open {runs_view_url(tracking_uri, experiment_id)}",
+        "    (the runs; in their Chart view, search curve/: accuracy against noise level, step = level index)",
         f"  python -m sweep.aggregate --sweep {sweep} --storage {storage} --report",
     ]
     return lines

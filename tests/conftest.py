@@ -1,6 +1,11 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from tests.datasets import write_mnist
 
 # Keep Ray quiet and small in tests: no dashboard, no usage reporting, the driver's stdout only.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -18,3 +23,25 @@ def ray_cluster():
     ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False)  # CPU-only, even on a GPU machine
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def piped_smoke_sweep(tmp_path_factory):
+    """The lenet smoke sweep (8 trials, one epoch each) run as a user runs it, in its own process with its
+    own Ray, its whole output piped to a file: (storage, data root, output lines). Shared by several test
+    modules: a test that changes the store works on a copy (shutil.copytree; the store can be moved)."""
+    root = tmp_path_factory.mktemp("smoke")
+    write_mnist(root / "data", n_train=3200, n_test=100)
+    storage = root / "store"
+    with open(root / "output.txt", "w") as output:
+        done = subprocess.run(
+            [sys.executable, "-m", "sweep.run", "lenet", "--profile", "smoke"]
+            + ["--data-root", str(root / "data"), "--storage", str(storage)],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
+    lines = (root / "output.txt").read_text().splitlines()
+    assert done.returncode == 0, "\n".join(lines[-30:])
+    return storage, root / "data", lines

@@ -33,14 +33,15 @@ def wait_for(check, seconds: float, what: str):
     raise TimeoutError(f"{what} not ready after {seconds} s")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process group a test started (ray start --block stops its node), SIGKILL if it lingers."""
+def stop(process: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the process group a test started (ray start --block stops its node), SIGKILL if it lingers
+    ``grace`` seconds."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)

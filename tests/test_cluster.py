@@ -20,7 +20,7 @@ import yaml
 
 from sweep.aggregate import main as aggregate_main
 from tests.datasets import write_mnist
-from tests.processes import BIN, free_ports, start_mlflow_server, stop, wait_for
+from tests.processes import BIN, free_ports, kill, start_mlflow_server, stop, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 PASSWORD = "two-nodes-test-password"  # of the tracking server's admin user
@@ -69,7 +69,8 @@ def two_nodes(tmp_path, monkeypatch):
     cwd.mkdir()
     # Ray's socket paths must stay under 108 bytes: its temp dirs go in a short folder of their own.
     short = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    started: list[subprocess.Popen] = []
+    started: list[subprocess.Popen] = []  # the Ray nodes, stopped cleanly (SIGTERM)
+    servers: list[subprocess.Popen] = []
 
     def start(args: list[str], log: str) -> subprocess.Popen:
         process = subprocess.Popen(
@@ -131,8 +132,10 @@ def two_nodes(tmp_path, monkeypatch):
         alive = wait_for(lambda: len(nodes()) == 2 and nodes(), 90, "two Ray nodes")
         # The tracking server as cluster.yaml runs it: MLflow's basic-auth app; the driver (started by the head's
         # job supervisor, which inherits the head's environment) and this test use the credentials.
-        started.append(
-            start_mlflow_server(tmp_path / "server", mlflow_port, tmp_path / "mlflow.log", auth_password=PASSWORD)
+        servers.append(
+            start_mlflow_server(
+                tmp_path / "server", mlflow_port, tmp_path / "mlflow.log", auth_password=PASSWORD, workers=1
+            )
         )
         tracking = f"http://127.0.0.1:{mlflow_port}"
         yield {
@@ -144,8 +147,10 @@ def two_nodes(tmp_path, monkeypatch):
             "head_node": next(n["node_id"] for n in alive if n["is_head_node"]),
         }
     finally:
+        for server in servers:
+            kill(server)  # a server stopped with SIGTERM waits up to 30 s for its clients' open connections
         for process in reversed(started):
-            stop(process)
+            stop(process, grace=5)  # the head takes 30 s and more to end on SIGTERM after its worker left
         shutil.rmtree(short, ignore_errors=True)
 
 

@@ -1,9 +1,6 @@
 """What a person sees of a sweep: the piped console, the summary, and the MLflow runs (curves by noise
 level, params, names); and a store that can be moved."""
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,29 +13,16 @@ from sweep.console import ConsoleProgress, TrialOutcome, next_commands, runs_vie
 from sweep.metrics import noise_curves, noise_metric, parse_noise_metric
 from sweep.run import main
 from sweep.tracking import log_suite_scores
-from tests.datasets import write_mnist
+from tests.stores import copy_store
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOISES = ("gaussian", "speckle", "poisson")
 
 
 @pytest.fixture(scope="module")
-def piped_sweep(tmp_path_factory):
-    """The lenet smoke sweep run as a user runs it, its output piped to a file: (storage, output lines)."""
-    root = tmp_path_factory.mktemp("console")
-    write_mnist(root / "data", n_train=3200, n_test=100)
-    storage = root / "store"
-    with open(root / "output.txt", "w") as output:
-        done = subprocess.run(
-            [sys.executable, "-m", "sweep.run", "lenet", "--profile", "smoke"]
-            + ["--data-root", str(root / "data"), "--storage", str(storage)],
-            cwd=PROJECT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            timeout=600,
-        )
-    lines = (root / "output.txt").read_text().splitlines()
-    assert done.returncode == 0, "\n".join(lines[-30:])
+def piped_sweep(piped_smoke_sweep):
+    """(storage, output lines) of the shared smoke sweep; the tests here only read its store."""
+    storage, _, lines = piped_smoke_sweep
     return storage, lines
 
 
@@ -64,8 +48,8 @@ def test_the_piped_output_of_8_trials_is_short_and_ends_with_the_summary_and_the
     assert expected_next == [
         "next:",
         f"  mlflow ui --backend-store-uri {tracking_uri}",
-        f"  open http://127.0.0.1:5000/#/experiments/{experiment_id}/runs  (the runs; Chart view: curve/<noise> "
-        "per noise level)",
+        f"  open http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning",
+        "    (the runs; in their Chart view, search curve/: accuracy against noise level, step = level index)",
         f"  python -m sweep.aggregate --sweep lenet --storage {storage} --report",
     ]
     # The summary above them: one row per model, its numbers those of the runs.
@@ -146,8 +130,9 @@ def test_on_a_terminal_the_progress_is_one_table_redrawn_in_place(capsys):
 
 
 def test_runs_view_url_is_on_the_tracking_server_or_on_mlflow_ui():
-    assert runs_view_url("http://tracker:5000/", "7") == "http://tracker:5000/#/experiments/7/runs"
-    assert runs_view_url("sqlite:////s/mlflow.db", "1") == "http://127.0.0.1:5000/#/experiments/1/runs"
+    ml = "?workflowType=machine_learning"
+    assert runs_view_url("http://tracker:5000/", "7") == f"http://tracker:5000/#/experiments/7/runs{ml}"
+    assert runs_view_url("sqlite:////s/mlflow.db", "1") == f"http://127.0.0.1:5000/#/experiments/1/runs{ml}"
 
 
 def test_every_run_holds_a_curve_per_noise_at_steps_0_to_7_equal_to_its_per_level_metrics(piped_sweep):
@@ -191,7 +176,7 @@ def test_no_param_reads_none_and_push_pull_runs_are_named_with_h_and_alpha(piped
 
 def test_log_suite_scores_adds_a_curve_per_noise_of_the_suite(piped_sweep, tmp_path):
     storage = tmp_path / "store"
-    shutil.copytree(piped_sweep[0], storage)
+    copy_store(piped_sweep[0], storage)
     client = client_of(storage)
     run = runs_of(storage)[0]
     scores = {p: 50.0 + p.level for p in noise_suite("mnist") if p.noise == "speckle"}
@@ -206,10 +191,10 @@ def test_log_suite_scores_adds_a_curve_per_noise_of_the_suite(piped_sweep, tmp_p
 def test_a_store_moved_elsewhere_keeps_its_artifacts_and_its_sweep_continues_there(piped_sweep, tmp_path, capsys):
     original, _ = piped_sweep
     copy = tmp_path / "elsewhere" / "store"
-    shutil.copytree(original, copy)
+    copy_store(original, copy)
     assert "{storage}" in (copy / "lenet.sweep.json").read_text()
     # --sync reads the record, reopens the store and finds everything delivered.
-    data = original.parent / "data"
+    data = original.parent / "data"  # beside the store, in the shared fixture
     assert main(["lenet", "--profile", "smoke", "--storage", str(copy), "--data-root", str(data), "--sync"]) == 0
     capsys.readouterr()
     client = client_of(copy)

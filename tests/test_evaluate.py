@@ -15,24 +15,23 @@ from sweep.data import MEAN_STD, load_dataset
 from sweep.evaluate import find_checkpoint, main
 from sweep.metrics import noise_metric, parse_noise_metric
 from sweep.paper import paper_cells
-from sweep.run import main as run_main
 from sweep.specs import TrialSpec
 from sweep.storage import SweepStorage
 from sweep.training import Normalizer, capped_test_set, evaluate
-from tests.datasets import write_mnist
+from tests.stores import copy_store
 
 SUITE = "poisson-variants"
 VARIANTS = suite_settings(SUITE, "mnist")
 
 
 @pytest.fixture(scope="module")
-def sweep(ray_cluster, tmp_path_factory):
-    """A finished lenet smoke sweep (8 trials, one epoch each): (storage, data root)."""
-    root = tmp_path_factory.mktemp("evaluate")
-    data = root / "data"
-    write_mnist(data, n_train=3200, n_test=100)
-    assert run_main(["lenet", "--profile", "smoke", "--storage", str(root / "store"), "--data-root", str(data)]) == 0
-    return root / "store", data
+def sweep(piped_smoke_sweep, tmp_path_factory):
+    """A finished lenet smoke sweep (8 trials, one epoch each), a copy of the shared one that the tests here
+    may change: (storage, data root)."""
+    storage, data, _ = piped_smoke_sweep
+    copy = tmp_path_factory.mktemp("evaluate") / "store"
+    copy_store(storage, copy)
+    return copy, data
 
 
 def client_of(storage):

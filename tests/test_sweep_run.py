@@ -198,7 +198,11 @@ def test_cifar100_smoke_sweep_trains_wrn_28_10_twins(ray_cluster, tmp_path):
         tmp_path, "cifar100", build_sweep("cifar100", profile="smoke", overrides=[(None, "max_test_images", 8)]), 22
     )
     assert {run.data.params["model"] for run in runs} == {"WRN-28-10", "WRN-28-10-PP"}
-    assert {run.data.params["h"] for run in runs} == {"None", "2.0"}
+    # A plain model has no h param at all (no "None"); its push-pull twin the paper's h = 2.
+    assert {run.data.params["model"]: run.data.params.get("h") for run in runs} == {
+        "WRN-28-10": None,
+        "WRN-28-10-PP": "2.0",
+    }
 
 
 def finished_runs(storage: Path) -> int:
@@ -251,8 +255,8 @@ def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root):
 
 
 def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, mnist_root):
-    epochs = 8  # killed after epoch 1: seconds of training left, no race with the trial's end
-    args = smoke_args(tmp_path, mnist_root, "--max-concurrent", "1", "--set", f"epochs={epochs}")
+    epochs = 24  # killed after epoch 1: seconds of training left (a smoke epoch takes ~0.3 s), no race with its end
+    args = smoke_args(tmp_path, mnist_root, "--max-concurrent", "2", "--set", f"epochs={epochs}")
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster],
         cwd=PROJECT,

@@ -1,0 +1,15 @@
+"""Copies of a sweep's storage for tests that change a shared one."""
+
+import shutil
+from pathlib import Path
+
+
+def copy_store(storage: Path, destination: Path) -> Path:
+    """A copy of a sweep's storage at ``destination``. The copy holds the same MLflow run ids, and MLflow
+    caches each run's artifact store by run id alone, process-wide: the cache is emptied so that this
+    process writes the copy's artifacts into the copy."""
+    from mlflow.tracking._tracking_service import utils
+
+    shutil.copytree(storage, destination)
+    utils._artifact_repos_cache.clear()
+    return destination
