@@ -6,8 +6,8 @@ setting of the suite (:data:`perturb.SUITES`) that its MLflow run lacks, and log
 run as ``acc/<suite>/<noise>/<level>`` (sweep.metrics) with an artifact ``suites/<suite>.json`` of the
 rows. Each noisy test set is made once and shared by every model, on a GPU when there is one; with
 ``--address`` the trials are scored as Ray tasks across the cluster. A second call finds every score
-logged and changes nothing. Trials without a checkpoint, or that diverged or did not finish, are skipped
-with a line each.
+logged and changes nothing. Trials without a checkpoint, whose checkpoint does not load, or that diverged
+or did not finish, are skipped with a line each.
 """
 
 from __future__ import annotations
@@ -98,21 +98,30 @@ def score_jobs(
 
     Jobs that share a test set (data set and test-image cap) are scored together: each distinct noisy
     test set (:meth:`Perturbation.same_images`) is made once and every model that needs it is scored on
-    it. device: ``cuda`` when there is one, else ``cpu``, unless given.
+    it. device: ``cuda`` when there is one, else ``cpu``, unless given. A job whose checkpoint does not
+    load (truncated, corrupt) is skipped with one ``progress`` line and has no entry in the result.
     """
     from sweep.training import Normalizer, capped_test_set, evaluate
 
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    scores: dict[str, dict[Perturbation, float]] = {job.run_id: {} for job in jobs}
+    scores: dict[str, dict[Perturbation, float]] = {}
+    loaded: dict[str, torch.nn.Module] = {}
     groups: dict[tuple[str, int | None], list[ScoringJob]] = {}
     for job in jobs:
+        try:
+            loaded[job.run_id] = _load_model(job, target)
+        except Exception as error:  # noqa: BLE001 - whatever a damaged file raises, this trial alone is skipped
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            progress(f"skipped {job.spec.key}: its checkpoint {job.checkpoint} does not load ({reason})")
+            continue
+        scores[job.run_id] = {}
         groups.setdefault((job.spec.dataset, job.spec.recipe.max_test_images), []).append(job)
     for (dataset, _), group in groups.items():
         tensors = data[dataset]
         images, labels = capped_test_set(
             tensors.test_images.to(target), tensors.test_labels.to(target), group[0].spec.recipe
         )
-        models = [_load_model(job, target) for job in group]
+        models = [loaded.pop(job.run_id) for job in group]
         normalizers = [
             Normalizer(*MEAN_STD[dataset], device=target, enabled=job.spec.recipe.normalize) for job in group
         ]
@@ -303,9 +312,10 @@ def _run(args: argparse.Namespace) -> int:
     scores = (
         _score_on_cluster(jobs, data, address) if jobs and address else score_jobs(jobs, data, progress=_print_flushed)
     )
-    for job in jobs:
+    scored = [job for job in jobs if job.run_id in scores]  # less the trials whose checkpoint did not load
+    for job in scored:
         log_suite_scores(client, job.run_id, args.suite, job.step, scores[job.run_id])
-    print(f"logged {settings} scores to {len(jobs)} runs in {tracking_uri}")
+    print(f"logged {sum(len(job.settings) for job in scored)} scores to {len(scored)} runs in {tracking_uri}")
     print(
         f"next: python -m sweep.aggregate --sweep {args.sweep} --suite {args.suite} --storage {storage.location} --report"
     )

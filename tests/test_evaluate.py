@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -124,7 +125,7 @@ def test_skipped_trials_are_named_and_ray_tasks_score_the_others(sweep, ray_clus
     # Changes the sweep (a lost checkpoint, a diverged run): keep it after the tests that need it whole.
     storage, data = sweep
     runs = runs_of(storage)
-    lost, collapsed, scored = sorted(runs)[:3]
+    lost, collapsed, scored, damaged = sorted(runs)[:4]
     for checkpoint in (storage / "lenet" / lost).glob("checkpoint_*"):
         for file in checkpoint.iterdir():
             file.unlink()
@@ -133,16 +134,25 @@ def test_skipped_trials_are_named_and_ray_tasks_score_the_others(sweep, ray_clus
     client.set_tag(runs[collapsed].info.run_id, "health", "diverged")
     client.set_tag(runs[collapsed].info.run_id, "health_reason", "loss is nan at epoch 1 step 3")
     client.set_terminated(runs[collapsed].info.run_id, "FAILED")
+    truncated = find_checkpoint(SweepStorage(str(storage)), "lenet", damaged)
+    Path(truncated).write_bytes(Path(truncated).read_bytes()[:1000])  # a copy cut short
 
     assert evaluate_cli(storage, data, "--suite", "shot", "--address", ray_cluster) == 0
     out = capsys.readouterr().out
     assert f"skipped {lost}: no checkpoint in {storage / 'lenet' / lost}" in out
     assert f"skipped {collapsed}: diverged (loss is nan at epoch 1 step 3)" in out
     assert "6 trials to score (30 scores), 0 already scored, 2 skipped" in out
+    assert "logged 25 scores to 5 runs in" in out  # the damaged checkpoint scored nothing
     after = runs_of(storage)
     assert [key for key, run in sorted(after.items()) if suite_metrics(run, "shot")] == sorted(
-        set(runs) - {lost, collapsed}
+        set(runs) - {lost, collapsed, damaged}
     )
+    # In this process (no Ray tasks) the damaged checkpoint's line is on this console; nothing else changes.
+    assert evaluate_cli(storage, data, "--suite", "shot") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "sweep lenet, suite shot: 1 trials to score (5 scores), 5 already scored, 2 skipped" in out
+    assert any(line.startswith(f"skipped {damaged}: its checkpoint {truncated} does not load (") for line in out)
+    assert any(line.startswith("logged 0 scores to 0 runs in") for line in out)
 
     # One score, recomputed here from the checkpoint with the noise the suite names.
     spec = TrialSpec.from_dict(json.loads((storage / "lenet" / scored / "params.json").read_text())["spec"])
