@@ -19,12 +19,11 @@ from ray import tune
 
 from sweep.metrics import parse_noise_metric
 from sweep.specs import TrialSpec
+from sweep.tracking import TrialOutcome, trial_status
 
 __all__ = [
     "ConsoleProgress",
-    "TrialOutcome",
     "next_commands",
-    "outcomes_of",
     "quiet_libraries",
     "runs_view_url",
     "summary_lines",
@@ -87,8 +86,10 @@ class ConsoleProgress(tune.Callback):
         self._drawn_at = 0.0
 
     def _row(self, trial: Any) -> _Row:
-        spec = TrialSpec.from_config(trial.config)
-        return self.rows.setdefault(spec.key, _Row(spec))
+        """The row of ``trial``, made on its first event: the spec is parsed once, not on every result."""
+        if trial.trial_id not in self.rows:
+            self.rows[trial.trial_id] = _Row(TrialSpec.from_config(trial.config))
+        return self.rows[trial.trial_id]
 
     def _line(self, row: _Row, event: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -136,8 +137,7 @@ class ConsoleProgress(tune.Callback):
     def _ended(self, trials: list, trial: Any, failed: bool) -> None:
         # Tune calls these hooks before it marks the trial TERMINATED or ERROR.
         row = self._row(trial)
-        diverged = (trial.last_result or {}).get("health") == "diverged"
-        row.status = "failed" if failed else "diverged" if diverged else "finished"
+        row.status = "failed" if failed else trial_status(None, trial.last_result or {})
         if self.interactive and row.status == "finished":
             self._redraw(trials, force=True)
             return
@@ -167,32 +167,6 @@ class ConsoleProgress(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["interactive"])
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    """How a trial ended: ``status`` finished | diverged | failed, ``metrics`` its last reported result
-    (the noise scores when it finished), ``reason`` why it did not finish."""
-
-    spec: TrialSpec
-    status: str
-    metrics: dict[str, Any]
-    reason: str = ""
-
-
-def outcomes_of(results: Iterable[Any]) -> list[TrialOutcome]:
-    """How each trial of Tune's ``results`` (a ResultGrid) ended."""
-    outcomes = []
-    for result in results:
-        spec, metrics = TrialSpec.from_config(result.config), dict(result.metrics or {})
-        if result.error is not None:
-            lines = str(result.error).strip().splitlines()
-            outcomes.append(TrialOutcome(spec, "failed", metrics, lines[-1] if lines else type(result.error).__name__))
-        elif metrics.get("health") == "diverged":
-            outcomes.append(TrialOutcome(spec, "diverged", metrics, str(metrics.get("health_reason", ""))))
-        else:
-            outcomes.append(TrialOutcome(spec, "finished", metrics))
-    return outcomes
 
 
 def _model_label(spec: TrialSpec) -> str:

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
+from sweep.defaults import DEFAULT_DATA_ROOT
+
 __all__ = ["DEFAULT_DATA_ROOT", "MEAN_STD", "DataUnavailable", "DatasetTensors", "load_dataset", "resolve_data_root"]
 
-DEFAULT_DATA_ROOT = Path.home() / ".cache" / "pushpull-sweep" / "data"
 
 # Per-channel mean and std of the training images in [0, 1].
 MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {

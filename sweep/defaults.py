@@ -4,7 +4,12 @@ the arguments are parsed)."""
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_OVERHEAD_BUDGET", "PROFILES"]
+from pathlib import Path
+
+__all__ = ["DEFAULT_DATA_ROOT", "DEFAULT_OVERHEAD_BUDGET", "PROFILES"]
+
+# Where the data sets are, and are downloaded to, without --data-root or $SWEEP_DATA_ROOT (sweep.data).
+DEFAULT_DATA_ROOT = Path.home() / ".cache" / "pushpull-sweep" / "data"
 
 # The recipes a sweep can be trained with (sweep.specs.default_recipe): the paper's, and a capped one.
 PROFILES = ("paper", "smoke")

@@ -28,6 +28,7 @@ import torch
 from perturb import NOISE_FAMILIES, SUITES, Perturbation, perturb_test_set, suite_settings
 from sweep.catalog import SWEEPS
 from sweep.data import MEAN_STD, DatasetTensors, DataUnavailable, load_dataset, resolve_data_root
+from sweep.defaults import DEFAULT_DATA_ROOT
 from sweep.metrics import noise_metric
 from sweep.specs import TrialSpec
 from sweep.storage import StorageError, SweepStorage, resolve_storage
@@ -231,9 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("sweep", nargs="?", help=f"one of: {', '.join(SWEEPS)}")
     parser.add_argument("--suite", help="the noise suite to score (see --list-suites)")
     parser.add_argument("--list-suites", action="store_true", help="print the suites and noise families and exit")
-    parser.add_argument(
-        "--data-root", help="data sets folder (default: $SWEEP_DATA_ROOT or ~/.cache/pushpull-sweep/data)"
-    )
+    parser.add_argument("--data-root", help=f"data sets folder (default: $SWEEP_DATA_ROOT or {DEFAULT_DATA_ROOT})")
     parser.add_argument("--storage", help="the sweep's storage folder or URI (default: $SWEEP_STORAGE or ./sweeps)")
     parser.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: the sweep's, as recorded in <storage>/<sweep>.sweep.json)"

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from sweep.defaults import DEFAULT_OVERHEAD_BUDGET, PROFILES
-from sweep.storage import StorageError, SweepStorage, resolve_storage
+from sweep.defaults import DEFAULT_DATA_ROOT, DEFAULT_OVERHEAD_BUDGET, PROFILES
+from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_storage
 
 if TYPE_CHECKING:
     from sweep.data import DatasetTensors
     from sweep.mirror import TrackingWriter
     from sweep.specs import TrialSpec
-    from sweep.tracking import TrialProblem
+    from sweep.tracking import TrialOutcome
 
 __all__ = ["Plan", "UsageError", "join_ray", "launch", "main", "preflight"]
 
@@ -108,10 +108,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="[lenet.|wrn.]KEY=VALUE",
         help="override a recipe field (repeatable)",
     )
+    parser.add_argument("--data-root", help=f"data sets folder (default: $SWEEP_DATA_ROOT or {DEFAULT_DATA_ROOT})")
     parser.add_argument(
-        "--data-root", help="data sets folder (default: $SWEEP_DATA_ROOT or ~/.cache/pushpull-sweep/data)"
+        "--storage", help=f"Ray Tune storage folder or URI (default: $SWEEP_STORAGE or ./{DEFAULT_STORAGE})"
     )
-    parser.add_argument("--storage", help="Ray Tune storage folder or URI (default: $SWEEP_STORAGE or ./sweeps)")
     parser.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///<storage>/mlflow.db)"
     )
@@ -492,10 +492,10 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
         flush=True,
     )
     results = tuner.fit()
-    code = _summarize(results, writer)
+    outcomes, code = _summarize(results, writer)
     replay_trials(storage, plan.sweep, specs, writer)  # what Tune kept and the callback never saw (a driver that died)
     code = _deliver(writer, args, code)
-    _print_outcomes(plan, results, experiment_id)
+    _print_outcomes(plan, outcomes, experiment_id)
     return code
 
 
@@ -548,30 +548,35 @@ def _wait_for_gpus(seconds: float) -> None:
     )
 
 
-def _summarize(results: Any, writer: TrackingWriter) -> int:
-    """Make sure the run of an errored trial ends FAILED, and report how the trials ended. Returns 1 when a
-    trial failed or diverged, else 0."""
+def _summarize(results: Any, writer: TrackingWriter) -> tuple[list[TrialOutcome], int]:
+    """Make sure the run of an errored trial ends FAILED, and report how the trials ended: (each trial's
+    outcome, 1 when a trial failed or diverged, else 0)."""
     from sweep.tracking import reconcile_results
 
-    problems = reconcile_results(results, writer)
-    _print_summary(problems, len(results))
-    return 1 if problems else 0
+    outcomes = reconcile_results(results, writer)
+    _print_summary(outcomes)
+    return outcomes, int(any(o.status != "finished" for o in outcomes))
 
 
-def _print_summary(problems: list[TrialProblem], total: int) -> None:
+def _print_summary(outcomes: list[TrialOutcome]) -> None:
     """The console report of a sweep's end: one line per failed or diverged trial (stderr), then the count
     of the finished ones (stdout)."""
-    for problem in problems:
-        about = f"{problem.key} ({problem.model} on {problem.dataset}, seed {problem.seed})"
-        print(f"{problem.kind} {about}: {problem.reason}", file=sys.stderr)
-    print(f"{total - len(problems)} of {total} trials finished", flush=True)
+    finished = 0
+    for outcome in outcomes:
+        spec = outcome.spec
+        if outcome.status == "finished":
+            finished += 1
+            continue
+        about = f"{spec.key} ({spec.model.name} on {spec.dataset}, seed {spec.seed})"
+        print(f"{outcome.status.upper()} {about}: {outcome.reason}", file=sys.stderr)
+    print(f"{finished} of {len(outcomes)} trials finished", flush=True)
 
 
-def _print_outcomes(plan: Plan, results: Any, experiment_id: str) -> None:
+def _print_outcomes(plan: Plan, outcomes: list[TrialOutcome], experiment_id: str) -> None:
     """The summary per model of how the trials ended, and the commands to look at the results."""
-    from sweep.console import next_commands, outcomes_of, summary_lines
+    from sweep.console import next_commands, summary_lines
 
-    print("\n".join(["", *summary_lines(outcomes_of(results)), ""]))
+    print("\n".join(["", *summary_lines(outcomes), ""]))
     print("\n".join(next_commands(plan.sweep, plan.storage.location, plan.tracking_uri, experiment_id)), flush=True)
 
 

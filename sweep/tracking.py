@@ -40,13 +40,16 @@ __all__ = [
     "SUITE_ARTIFACT",
     "TrackingUnavailable",
     "Tracker",
-    "TrialProblem",
+    "TrialOutcome",
     "check_store",
     "log_suite_scores",
     "open_client",
     "reconcile_results",
+    "trial_status",
 ]
 
+# URI schemes of MLflow's tracking stores ("": a local path, MLflow's file store; "postgresql+psycopg2": "postgresql").
+TRACKING_SCHEMES = ("", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 RESULTS_ARTIFACT = "results.json"
 SUITE_ARTIFACT = "suites/{suite}.json"  # the scores of a suite other than the paper's (sweep.evaluate)
 
@@ -101,9 +104,22 @@ def _check_server(uri: str) -> None:
         ) from None
 
 
+def _check_scheme(tracking_uri: str) -> None:
+    """Raise TrackingUnavailable (one line) for a URI of a kind MLflow has no tracking store for: its own
+    client would raise a long exception about the model registry."""
+    scheme = tracking_uri.partition("://")[0].partition("+")[0] if "://" in tracking_uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise TrackingUnavailable(
+            f"MLflow has no tracking store for {tracking_uri}: use http(s)://HOST:PORT (a tracking server) or "
+            "sqlite:///PATH (an embedded store)"
+        )
+
+
 def open_client(tracking_uri: str) -> MlflowClient:
-    """An MLflow client for ``tracking_uri``, after checking that a tracking server answers at all, or
-    after re-rooting the artifacts of an embedded store that was moved (:func:`follow_moved_store`)."""
+    """An MLflow client for ``tracking_uri``, after checking that MLflow has a store for it and that a
+    tracking server answers at all, or after re-rooting the artifacts of an embedded store that was moved
+    (:func:`follow_moved_store`)."""
+    _check_scheme(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         _check_server(tracking_uri)
     elif tracking_uri.startswith("sqlite:///"):
@@ -144,8 +160,10 @@ def follow_moved_store(database: Path) -> int:
 def check_store(tracking_uri: str) -> None:
     """Raise TrackingUnavailable when the store at ``tracking_uri`` cannot be used, creating nothing: a
     tracking server must answer (:func:`_check_server`); for an embedded ``sqlite:///PATH`` store, the
-    folder of PATH must be creatable and writable and PATH, if it exists, a file. Other stores are left to
-    MLflow's client."""
+    folder of PATH must be creatable and writable and PATH, if it exists, a file; a URI of another scheme
+    must name a kind of store MLflow has (a database, Databricks, a file store), which MLflow's client then
+    checks."""
+    _check_scheme(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         _check_server(tracking_uri)
     elif tracking_uri.startswith("sqlite:///") and tracking_uri != "sqlite:///:memory:":
@@ -155,37 +173,42 @@ def check_store(tracking_uri: str) -> None:
             raise TrackingUnavailable(f"cannot create the MLflow store {tracking_uri}: {problem}")
 
 
+def trial_status(error: object, metrics: dict[str, Any]) -> str:
+    """How a trial ended: ``failed`` (an error ended it), ``diverged`` (its health monitor stopped it, as its
+    last reported ``metrics`` say) or ``finished``."""
+    if error is not None:
+        return "failed"
+    return "diverged" if metrics.get("health") == "diverged" else "finished"
+
+
 @dataclass(frozen=True)
-class TrialProblem:
-    """A trial that failed (an error ended it) or diverged (its health monitor stopped it)."""
+class TrialOutcome:
+    """How a trial ended (:func:`trial_status`), its last reported ``metrics`` (the noise scores when it
+    finished) and ``reason``, why it did not finish ("" when it did)."""
 
-    kind: str  # "FAILED" or "DIVERGED"
-    key: str
-    model: str
-    dataset: str
-    seed: int
-    reason: str
+    spec: TrialSpec
+    status: str
+    metrics: dict[str, Any]
+    reason: str = ""
 
 
-def reconcile_results(results: Any, writer: Any) -> list[TrialProblem]:
-    """The failed and diverged trials among Tune's ``results`` (a ResultGrid, or any iterable of results with
-    ``config``, ``error`` and ``metrics``), in order; the run of each errored trial is made to end FAILED
-    through ``writer.submit("fail", spec, reason)`` (sweep.mirror's TrackingWriter), since a trial that
-    died may not have said so itself. A diverged trial's run already ended FAILED when it reported."""
-    problems = []
+def reconcile_results(results: Any, writer: Any) -> list[TrialOutcome]:
+    """How each trial of Tune's ``results`` (a ResultGrid, or any iterable of results with ``config``,
+    ``error`` and ``metrics``) ended, in order; the run of each failed trial is made to end FAILED through
+    ``writer.submit("fail", spec, reason)`` (sweep.mirror's TrackingWriter), since a trial that died may not
+    have said so itself. A diverged trial's run already ended FAILED when it reported."""
+    outcomes = []
     for result in results:
-        spec = TrialSpec.from_config(result.config)
-        if result.error is not None:
-            text = str(result.error).strip()
-            reason = text.splitlines()[-1] if text else type(result.error).__name__
+        spec, metrics = TrialSpec.from_config(result.config), dict(result.metrics or {})
+        status, reason = trial_status(result.error, metrics), ""
+        if status == "failed":
+            lines = str(result.error).strip().splitlines()
+            reason = lines[-1] if lines else type(result.error).__name__
             writer.submit("fail", spec, reason)
-            kind = "FAILED"
-        elif result.metrics.get("health") == "diverged":
-            kind, reason = "DIVERGED", result.metrics["health_reason"]
-        else:
-            continue
-        problems.append(TrialProblem(kind, spec.key, spec.model.name, spec.dataset, spec.seed, reason))
-    return problems
+        elif status == "diverged":
+            reason = str(metrics.get("health_reason", ""))
+        outcomes.append(TrialOutcome(spec, status, metrics, reason))
+    return outcomes
 
 
 def _log_curves(client: MlflowClient, run: Any, scores: dict[str, float], suite: str = PAPER_SUITE) -> None:

@@ -9,10 +9,10 @@ import pytest
 
 from perturb import noise_suite
 from sweep.catalog import build_sweep
-from sweep.console import ConsoleProgress, TrialOutcome, next_commands, runs_view_url, summary_lines
+from sweep.console import ConsoleProgress, next_commands, runs_view_url, summary_lines
 from sweep.metrics import noise_curves, noise_metric, parse_noise_metric
 from sweep.run import main
-from sweep.tracking import log_suite_scores
+from sweep.tracking import TrialOutcome, log_suite_scores
 from tests.stores import copy_store
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -100,8 +100,8 @@ def test_summary_lines_give_clean_and_mean_noise_accuracy_per_model_over_seeds_a
 def test_on_a_terminal_the_progress_is_one_table_redrawn_in_place(capsys):
     specs = build_sweep("lenet", profile="smoke")[:2]
     trials = [
-        SimpleNamespace(config={"spec": spec.to_dict()}, status="PENDING", last_result={}, num_failures=0)
-        for spec in specs
+        SimpleNamespace(trial_id=f"t{i}", config={"spec": spec.to_dict()}, status="PENDING", last_result={})
+        for i, spec in enumerate(specs)
     ]
     view = ConsoleProgress(interactive=True)
     trials[0].status = "RUNNING"

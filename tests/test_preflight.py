@@ -15,7 +15,7 @@ from torchvision import datasets
 
 from sweep import run
 from sweep.catalog import build_sweep
-from sweep.tracking import TrialProblem, reconcile_results
+from sweep.tracking import TrialOutcome, reconcile_results
 from tests.datasets import write_mnist
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -136,6 +136,26 @@ def test_an_unreachable_tracking_server_stops(tmp_path, capsys, mnist_root, dry)
     args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
     fails_with_one_line(
         capsys, tmp_path, args, f"cannot reach the MLflow tracking server at {uri}: [Errno 111] Connection refused"
+    )
+
+
+@pytest.mark.parametrize("dry", DRY)
+def test_a_tracking_uri_mlflow_has_no_store_for_stops(tmp_path, capsys, mnist_root, dry):
+    args = [
+        "lenet",
+        "--storage",
+        str(tmp_path / "store"),
+        "--tracking-uri",
+        "foo://bar",
+        "--data-root",
+        str(mnist_root),
+    ]
+    fails_with_one_line(
+        capsys,
+        tmp_path,
+        [*args, *dry],
+        "MLflow has no tracking store for foo://bar: use http(s)://HOST:PORT (a tracking server) or sqlite:///PATH "
+        "(an embedded store)",
     )
 
 
@@ -261,9 +281,10 @@ def test_reconcile_results_fails_the_runs_of_errored_trials_and_lists_every_prob
     ]
     submitted = []
     writer = SimpleNamespace(submit=lambda *call: submitted.append(call))
-    problems = reconcile_results(results, writer)
+    outcomes = reconcile_results(results, writer)
     assert submitted == [("fail", specs[1], "worker died")]
-    assert problems == [
-        TrialProblem("FAILED", specs[1].key, specs[1].model.name, "mnist", 0, "worker died"),
-        TrialProblem("DIVERGED", specs[2].key, specs[2].model.name, "mnist", 0, "loss is nan at epoch 1 step 3"),
+    assert outcomes == [
+        TrialOutcome(specs[0], "finished", {"health": "healthy"}),
+        TrialOutcome(specs[1], "failed", {}, "worker died"),
+        TrialOutcome(specs[2], "diverged", results[2].metrics, "loss is nan at epoch 1 step 3"),
     ]
