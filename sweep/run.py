@@ -14,14 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
+from sweep.cli import CommandParser, UsageError, run_command
+from sweep.cluster import RayUnavailable, join_ray, ray_running_here, reach_ray
 from sweep.defaults import DEFAULT_DATA_ROOT, DEFAULT_OVERHEAD_BUDGET, PROFILES
 from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_storage
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from sweep.specs import TrialSpec
     from sweep.tracking import TrialOutcome
 
-__all__ = ["Plan", "UsageError", "join_ray", "launch", "main", "preflight"]
+__all__ = ["Plan", "UsageError", "launch", "main", "preflight"]
 
 # MLflow's HTTP client retries a request for minutes by default; the mirror's writer retries on its own
 # (sweep.mirror), so a request may fail fast and report the outage. A user's own settings win.
@@ -70,30 +71,8 @@ exit status: 0 every trial finished; 1 a trial failed or diverged; 2 bad input
 (run the command again with --sync)."""
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Description and epilog as written; like argparse.ArgumentDefaultsHelpFormatter, each option's
-    default after its help, but only where there is one to show (not None, False or an empty list)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        help_text = action.help or ""
-        if "%(default)" in help_text or action.default in (None, False, [], argparse.SUPPRESS):
-            return help_text
-        return f"{help_text} (default: %(default)s)"
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m sweep.run", description=_DESCRIPTION, epilog=_EPILOG, formatter_class=_HelpFormatter
-    )
+    parser = CommandParser("python -m sweep.run", _DESCRIPTION, _EPILOG)
     parser.add_argument("sweep", nargs="?", help="the sweep to run (see --list)")
     parser.add_argument("--list", action="store_true", help="print the sweeps with their trial counts and exit")
     parser.add_argument(
@@ -293,16 +272,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError("--resume already delivers what MLflow lacks: use --resume or --sync, not both")
 
 
-def _ray_running_here() -> bool:
-    """Whether this process already joined a Ray (a test's, a notebook's): the sweep runs on that one."""
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
-
-
 def _check_gpus(args: argparse.Namespace, address: str | None) -> None:
     """``--gpus require`` on a local Ray (started here) that can have no GPU: it would wait --gpu-wait s for
     GPU workers that no autoscaler adds."""
-    if args.gpus != "require" or address is not None or _ray_running_here():
+    if args.gpus != "require" or address is not None or ray_running_here():
         return
     import torch
 
@@ -312,16 +285,6 @@ def _check_gpus(args: argparse.Namespace, address: str | None) -> None:
             "for the local Ray the trials would run on: use --gpus auto or none, or join a cluster with GPU "
             "workers (--address)"
         )
-
-
-def _reach_ray(address: str) -> None:
-    """For a ``HOST:PORT`` address, check that something answers there: Ray itself would retry for minutes."""
-    host, _, port = address.rpartition(":")
-    if host and port.isdigit() and "://" not in host:
-        try:
-            socket.create_connection((host, int(port)), timeout=10).close()
-        except OSError as error:
-            raise UsageError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
 
 
 def _load_data(specs: list[TrialSpec], data_root: str | None, download: bool) -> dict[str, DatasetTensors | None]:
@@ -346,7 +309,10 @@ def preflight(args: argparse.Namespace) -> Plan:
     if not args.sync:  # --sync trains nothing: it needs no Ray
         _check_gpus(args, address)
         if address is not None:
-            _reach_ray(address)
+            try:
+                reach_ray(address)
+            except RayUnavailable as error:
+                raise UsageError(str(error)) from None
     try:
         storage = resolve_storage(args.storage)
         storage.check_writable()
@@ -435,7 +401,10 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     from sweep.trainable import train_trial
 
     if not ray.is_initialized():
-        join_ray(plan.address, verbose=args.verbose)
+        try:
+            join_ray(plan.address, verbose=args.verbose)
+        except RayUnavailable as error:
+            raise UsageError(str(error)) from None
     gpus = args.gpus != "none" and ray.cluster_resources().get("GPU", 0) > 0
     if args.gpus == "require" and not gpus:
         _wait_for_gpus(args.gpu_wait)
@@ -513,24 +482,6 @@ def _deliver(writer: TrackingWriter, args: argparse.Namespace, code: int) -> int
     return code or EXIT_WRITES_WAIT
 
 
-def join_ray(address: str | None, verbose: bool = True) -> None:
-    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT``...), or start a local Ray when None;
-    unless ``verbose``, without Ray's log lines and the workers' output on this console.
-
-    An unreachable cluster stops with one line: for ``HOST:PORT`` Ray itself would retry for minutes.
-    """
-    import logging
-
-    import ray
-
-    if address is not None:
-        _reach_ray(address)
-    try:
-        ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
-    except ConnectionError as error:
-        raise UsageError(f"cannot join the Ray cluster at {address}: {str(error).strip().splitlines()[0]}") from None
-
-
 def _wait_for_gpus(seconds: float) -> None:
     """Wait for GPU workers to join (an autoscaler starting them), or stop with one line: a trial that
     asks for a GPU the cluster will never have would wait forever."""
@@ -580,23 +531,23 @@ def _print_outcomes(plan: Plan, outcomes: list[TrialOutcome], experiment_id: str
     print("\n".join(next_commands(plan.sweep, plan.storage.location, plan.tracking_uri, experiment_id)), flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-        if args.list:
-            from sweep.catalog import SWEEPS, build_sweep
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    if args.list:
+        from sweep.catalog import SWEEPS, build_sweep
 
-            for name, (description, _) in SWEEPS.items():
-                print(f"{name:12} {len(build_sweep(name)):3d} trials  {description}")
-            return 0
-        plan = preflight(args)
-        if args.dry_run:
-            _dry_run(plan, args)
-            return 0
-        return launch(plan, args)
-    except UsageError as error:
-        print(f"sweep.run: error: {error}", file=sys.stderr)
-        return 2
+        for name, (description, _) in SWEEPS.items():
+            print(f"{name:12} {len(build_sweep(name)):3d} trials  {description}")
+        return 0
+    plan = preflight(args)
+    if args.dry_run:
+        _dry_run(plan, args)
+        return 0
+    return launch(plan, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("sweep.run", _main, argv)
 
 
 if __name__ == "__main__":

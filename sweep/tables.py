@@ -521,7 +521,7 @@ class Aggregation:
 def aggregate(
     chosen: list, sweeps: list[str], include_incomplete: bool = False, suite: str = PAPER_SUITE
 ) -> Aggregation:
-    """All tables of ``suite``'s scores from one run per trial (see sweep.aggregate.select_runs), the paper
+    """All tables of ``suite``'s scores from one run per trial (see sweep.runs.select_runs), the paper
     tables limited to those of ``sweeps``. The runs that make rows are chosen by :func:`makes_rows`; the
     others are listed in ``excluded``."""
     kept = [r for r in chosen if makes_rows(r, include_incomplete)]

@@ -306,6 +306,7 @@ def test_report_has_figures_named_after_the_papers_and_the_effect_per_noise_fami
         (["--sweep", "nope"], "unknown sweep 'nope'"),
         (["--sweep", "cifar100"], "no runs found for cifar100"),
         (["--to", "excel"], "argument --to: invalid choice"),
+        (["--suite", "salt"], "unknown suite 'salt': expected one of paper, poisson-variants, shot"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_files(store, tmp_path, capsys, args, message):

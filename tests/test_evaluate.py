@@ -13,9 +13,10 @@ from models import build_model
 from perturb import Perturbation, perturb_test_set, suite_settings
 from sweep.aggregate import main as aggregate_main
 from sweep.data import MEAN_STD, load_dataset
-from sweep.evaluate import find_checkpoint, main
+from sweep.evaluate import main
 from sweep.metrics import noise_metric, parse_noise_metric
 from sweep.paper import paper_cells
+from sweep.scoring import find_checkpoint
 from sweep.specs import TrialSpec
 from sweep.storage import SweepStorage
 from sweep.training import Normalizer, capped_test_set, evaluate

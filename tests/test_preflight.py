@@ -246,10 +246,11 @@ def test_the_preflight_of_a_launch_loads_the_data_and_creates_nothing(tmp_path):
     assert [spec.key for spec in plan.specs] == [spec.key for spec in build_sweep("lenet")]
 
 
-def test_help_is_plain_text_with_defaults_and_examples_and_loads_no_heavy_module():
+def help_text_and_heavy_modules(command: str) -> tuple[str, str]:
+    """``python -m sweep.COMMAND --help``'s text, and which heavy modules it loaded (a list as text)."""
     code = (
         "import sys, contextlib, io\n"
-        "from sweep.run import main\n"
+        f"from sweep.{command} import main\n"
         "out = io.StringIO()\n"
         "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
@@ -258,7 +259,11 @@ def test_help_is_plain_text_with_defaults_and_examples_and_loads_no_heavy_module
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    text, loaded = result.stdout.rsplit("\n", 2)[0], result.stdout.splitlines()[-1]
+    return result.stdout.rsplit("\n", 2)[0], result.stdout.splitlines()[-1]
+
+
+def test_help_is_plain_text_with_defaults_and_examples_and_loads_no_heavy_module():
+    text, loaded = help_text_and_heavy_modules("run")
     assert loaded == "[]"
     assert "`" not in text
     for default in ("(default: paper)", "(default: 1)", "(default: 2)", "(default: auto)", "(default: 600)"):
@@ -266,6 +271,16 @@ def test_help_is_plain_text_with_defaults_and_examples_and_loads_no_heavy_module
     assert "(default: 60)" in text and "(default: 0.05)" in text
     examples = text.split("\nexamples:\n", 1)[1]
     assert 4 <= sum(line.startswith("  python -m sweep.run") for line in examples.splitlines()) <= 6
+
+
+@pytest.mark.parametrize(("command", "examples"), [("aggregate", 5), ("evaluate", 3)])
+def test_the_help_of_the_other_command_lines_loads_no_heavy_module(command, examples):
+    text, loaded = help_text_and_heavy_modules(command)
+    assert loaded == "[]"
+    assert "`" not in text and text.startswith(f"usage: python -m sweep.{command} ")
+    listed = text.split("\nexamples:\n", 1)[1].splitlines()
+    assert sum(line.startswith(f"  python -m sweep.{command}") for line in listed) == examples
+    assert "\n\nexit status: 0 " in text
 
 
 def test_reconcile_results_fails_the_runs_of_errored_trials_and_lists_every_problem():

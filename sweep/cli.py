@@ -1,0 +1,50 @@
+"""What the command lines (``sweep.run``, ``sweep.aggregate``, ``sweep.evaluate``) share: bad input as one
+line and exit status 2, and help texts as written with each option's default.
+
+Standard library only, so that ``--help`` and argument errors answer before torch, Ray or MLflow load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+__all__ = ["CommandParser", "UsageError", "run_command"]
+
+
+class UsageError(Exception):
+    """Bad input, or nothing to work on: reported as one line, exit status 2, nothing created."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Description and epilog as written; like argparse.ArgumentDefaultsHelpFormatter, each option's
+    default after its help, but only where there is one to show (not None, False or an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if "%(default)" in help_text or action.default in (None, False, [], argparse.SUPPRESS):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose errors raise UsageError (argparse's own print the usage and exit), and
+    whose help shows the description and epilog as written and each option's default."""
+
+    def __init__(self, prog: str, description: str, epilog: str | None = None) -> None:
+        super().__init__(prog=prog, description=description, epilog=epilog, formatter_class=_HelpFormatter)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def run_command(name: str, body: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """``body(argv)``'s exit status; a UsageError it raises is printed as ``NAME: error: MESSAGE`` on
+    stderr and is exit status 2."""
+    try:
+        return body(argv)
+    except UsageError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,202 @@
+"""Scoring trained trials on a noise suite without training them again: the work of
+``python -m sweep.evaluate`` (see there), in this process or as Ray tasks across a cluster.
+
+A :class:`ScoringJob` is one finished trial's checkpoint and the settings its MLflow run lacks;
+:func:`plan_jobs` makes them from the runs, :func:`score_jobs` scores them, making each noisy test set
+once for every model that needs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from perturb import Perturbation, perturb_test_set, suite_settings
+from sweep.cluster import join_ray
+from sweep.data import MEAN_STD, DatasetTensors
+from sweep.metrics import noise_metric
+from sweep.specs import TrialSpec
+from sweep.storage import SweepStorage
+
+__all__ = ["ScoringJob", "find_checkpoint", "plan_jobs", "score_jobs", "score_on_cluster"]
+
+
+@dataclass(frozen=True)
+class ScoringJob:
+    """One trained trial to score: its MLflow run, spec, checkpoint file, the epoch its scores are logged
+    at, and the settings its run lacks."""
+
+    run_id: str
+    spec: TrialSpec
+    checkpoint: str
+    step: int
+    settings: tuple[Perturbation, ...]
+
+
+def find_checkpoint(storage: SweepStorage, sweep: str, key: str) -> str | None:
+    """The ``trial.pt`` of the latest checkpoint Tune kept of trial ``key``, None when it kept none."""
+    import pyarrow.fs
+
+    from sweep.trainable import CHECKPOINT_FILE
+
+    filesystem, folder = pyarrow.fs.FileSystem.from_uri(storage.path(f"{sweep}/{key}"))
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+    checkpoints = sorted(
+        e.base_name
+        for e in entries
+        if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_")
+    )
+    for name in reversed(checkpoints):
+        target = f"{folder}/{name}/{CHECKPOINT_FILE}"
+        if filesystem.get_file_info(target).type == pyarrow.fs.FileType.File:
+            return storage.path(f"{sweep}/{key}/{name}/{CHECKPOINT_FILE}")
+    return None
+
+
+def _read_checkpoint(location: str) -> dict:
+    import pyarrow.fs
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
+    with filesystem.open_input_stream(path) as stream:
+        return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=False)
+
+
+def _load_model(job: ScoringJob, device: torch.device) -> torch.nn.Module:
+    from models import build_model
+
+    model = build_model(job.spec.model)
+    model.load_state_dict(_read_checkpoint(job.checkpoint)["model"])
+    return model.to(device).eval()
+
+
+def score_jobs(
+    jobs: list[ScoringJob],
+    data: dict[str, DatasetTensors],
+    device: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[Perturbation, float]]:
+    """Accuracy in percent of each job's model on each of its settings: {run id: {setting: accuracy}}.
+
+    Jobs that share a test set (data set and test-image cap) are scored together: each distinct noisy
+    test set (:meth:`Perturbation.same_images`) is made once and every model that needs it is scored on
+    it. device: ``cuda`` when there is one, else ``cpu``, unless given. A job whose checkpoint does not
+    load (truncated, corrupt) is skipped with one ``progress`` line and has no entry in the result.
+    progress: where each line goes; None prints it at once (a Ray task's output reaches the driver so).
+    """
+    from sweep.training import Normalizer, capped_test_set, evaluate
+
+    progress = progress or functools.partial(print, flush=True)
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    scores: dict[str, dict[Perturbation, float]] = {}
+    loaded: dict[str, torch.nn.Module] = {}
+    groups: dict[tuple[str, int | None], list[ScoringJob]] = {}
+    for job in jobs:
+        try:
+            loaded[job.run_id] = _load_model(job, target)
+        except Exception as error:  # noqa: BLE001 - whatever a damaged file raises, this trial alone is skipped
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            progress(f"skipped {job.spec.key}: its checkpoint {job.checkpoint} does not load ({reason})")
+            continue
+        scores[job.run_id] = {}
+        groups.setdefault((job.spec.dataset, job.spec.recipe.max_test_images), []).append(job)
+    for (dataset, _), group in groups.items():
+        tensors = data[dataset]
+        images, labels = capped_test_set(
+            tensors.test_images.to(target), tensors.test_labels.to(target), group[0].spec.recipe
+        )
+        models = [loaded.pop(job.run_id) for job in group]
+        normalizers = [
+            Normalizer(*MEAN_STD[dataset], device=target, enabled=job.spec.recipe.normalize) for job in group
+        ]
+        # source (the setting whose images a setting shares; None: clean) -> job index -> its settings
+        sources: dict[Perturbation | None, dict[int, list[Perturbation]]] = {}
+        for i, job in enumerate(group):
+            for setting in job.settings:
+                sources.setdefault(setting.same_images(), {}).setdefault(i, []).append(setting)
+        started = time.monotonic()
+        for n, (source, users) in enumerate(sources.items(), 1):
+            noisy = images if source is None else perturb_test_set(images, dataset, source)
+            for i, settings in users.items():
+                recipe = group[i].spec.recipe
+                accuracy = evaluate(models[i], noisy, labels, normalizers[i], recipe.eval_batch_size, recipe.precision)
+                scores[group[i].run_id].update(dict.fromkeys(settings, accuracy))
+            name = "clean" if source is None else f"{source.noise} {source.level:g}"
+            progress(
+                f"{dataset}: [{n}/{len(sources)}] {name}: {len(users)} models scored ({time.monotonic() - started:.0f} s)"
+            )
+    return scores
+
+
+def plan_jobs(storage: SweepStorage, sweep: str, suite: str, runs: list) -> tuple[list[ScoringJob], list[str], int]:
+    """The jobs of ``runs`` (one per trial, see sweep.runs.select_runs), the lines that say which
+    trials are skipped and why, and how many trials hold every score of the suite already."""
+    from sweep.tables import diverged
+
+    jobs, skipped, complete = [], [], 0
+    for run in runs:
+        key = run.data.tags.get("trial_key")
+        if diverged(run):
+            skipped.append(f"skipped {key}: diverged ({run.data.tags.get('health_reason', 'no reason recorded')})")
+            continue
+        if run.info.status != "FINISHED":
+            skipped.append(f"skipped {key}: its run is {run.info.status}, not FINISHED")
+            continue
+        spec = _spec_of(storage, sweep, key)
+        if spec is None:
+            skipped.append(f"skipped {key}: no trial folder with its spec in {storage.path(sweep)}")
+            continue
+        missing = tuple(
+            s
+            for s in suite_settings(suite, spec.dataset)
+            if noise_metric(s.noise, s.level, suite) not in run.data.metrics
+        )
+        if not missing:
+            complete += 1
+            continue
+        checkpoint = find_checkpoint(storage, sweep, key)
+        if checkpoint is None:
+            skipped.append(f"skipped {key}: no checkpoint in {storage.path(f'{sweep}/{key}')}")
+            continue
+        jobs.append(
+            ScoringJob(
+                run.info.run_id, spec, checkpoint, int(run.data.metrics.get("epoch", spec.recipe.epochs)), missing
+            )
+        )
+    return jobs, skipped, complete
+
+
+def _spec_of(storage: SweepStorage, sweep: str, key: str) -> TrialSpec | None:
+    """The spec Tune ran trial ``key`` with (its ``params.json``), None when the folder has none."""
+    text = storage.read_text(f"{sweep}/{key}/params.json")
+    return None if text is None else TrialSpec.from_config(json.loads(text))
+
+
+def score_on_cluster(
+    jobs: list[ScoringJob], data: dict[str, DatasetTensors], address: str
+) -> dict[str, dict[Perturbation, float]]:
+    """:func:`score_jobs` as Ray tasks: one per GPU of the cluster (one per two CPUs on a CPU cluster),
+    each scoring a share of the jobs on its own copy of the noisy test sets. Raises RayUnavailable (one
+    line) for a cluster that does not answer."""
+    import ray
+
+    if not ray.is_initialized():
+        join_ray(address)
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    tasks = max(1, min(len(jobs), gpus or int(resources.get("CPU", 1) // 2)))
+    remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1 if gpus else 2)(score_jobs)
+    # The test sets only: the tasks train nothing.
+    shared = ray.put(
+        {name: replace(t, train_images=t.train_images[:0], train_labels=t.train_labels[:0]) for name, t in data.items()}
+    )
+    futures = [remote.remote(jobs[i::tasks], shared) for i in range(tasks)]
+    merged: dict[str, dict[Perturbation, float]] = {}
+    for part in ray.get(futures):
+        merged.update(part)
+    return merged
