@@ -39,6 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs of each command (default: 5)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
     width = max(len(name) for name in COMMANDS)
     print(f"{'command':{width}}  {'best s':>7}  {'median s':>8}")
     for name, command in COMMANDS.items():

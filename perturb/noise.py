@@ -42,17 +42,14 @@ def _clip(noisy: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 
 def _zero_mean_noise(
-    name: str,
-    images: torch.Tensor,
-    scale: torch.Tensor | float,
-    variance: float,
-    generator: torch.Generator | None,
-    clip: bool,
+    name: str, images: torch.Tensor, variance: float, generator: torch.Generator | None, clip: bool, relative: bool
 ) -> torch.Tensor:
-    """``images + scale * N(0, variance)``: Gaussian noise (scale 1) and speckle noise (scale the images)."""
+    """``images + N(0, variance)``: Gaussian noise; with ``relative``, ``images + images * N(0, variance)``:
+    speckle noise."""
     if not variance >= 0:
         raise ValueError(f"{name} noise variance must be >= 0, got {variance}")
-    noisy = images + scale * _standard_normal(images, generator) * variance**0.5
+    draws = _standard_normal(images, generator)
+    noisy = images + (images * draws if relative else draws) * variance**0.5
     return _clip(noisy, images) if clip else noisy
 
 
@@ -60,14 +57,14 @@ def gaussian_noise(
     images: torch.Tensor, variance: float, *, generator: torch.Generator | None = None, clip: bool = False
 ) -> torch.Tensor:
     """``images + N(0, variance)``. images: (N, C, H, W) float in [0, 1]; returns the same shape."""
-    return _zero_mean_noise("gaussian", images, 1.0, variance, generator, clip)
+    return _zero_mean_noise("gaussian", images, variance, generator, clip, relative=False)
 
 
 def speckle_noise(
     images: torch.Tensor, variance: float, *, generator: torch.Generator | None = None, clip: bool = False
 ) -> torch.Tensor:
     """``images + images * N(0, variance)``. images: (N, C, H, W) float in [0, 1]; returns the same shape."""
-    return _zero_mean_noise("speckle", images, images, variance, generator, clip)
+    return _zero_mean_noise("speckle", images, variance, generator, clip, relative=True)
 
 
 def change_contrast(images: torch.Tensor, contrast: float) -> torch.Tensor:

@@ -214,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("sweep.aggregate", lambda argv: _run(_parser().parse_args(argv)), argv)
+    return run_command("sweep.aggregate", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-__all__ = ["CommandParser", "UsageError", "run_command"]
+from sweep.storage import SweepStorage
+
+__all__ = ["CommandParser", "UsageError", "aggregate_command", "run_command"]
 
 
 class UsageError(Exception):
@@ -24,7 +26,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         help_text = action.help or ""
-        if "%(default)" in help_text or action.default in (None, False, [], argparse.SUPPRESS):
+        default = action.default
+        # "is False", not "== False": a default of 0 is worth showing.
+        if "%(default)" in help_text or default is None or default is False or default in ([], argparse.SUPPRESS):
             return help_text
         return f"{help_text} (default: %(default)s)"
 
@@ -40,11 +44,29 @@ class CommandParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def run_command(name: str, body: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
-    """``body(argv)``'s exit status; a UsageError it raises is printed as ``NAME: error: MESSAGE`` on
-    stderr and is exit status 2."""
+def run_command(
+    name: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int], argv: list[str] | None
+) -> int:
+    """``body(args)``'s exit status, ``args`` parsed from ``argv`` by ``parser``; a UsageError either
+    raises is printed as ``NAME: error: MESSAGE`` on stderr and is exit status 2."""
     try:
-        return body(argv)
+        return body(parser.parse_args(argv))
     except UsageError as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         return 2
+
+
+def aggregate_command(sweep: str, storage: str, tracking_uri: str, suite: str | None = None) -> str:
+    """The ``python -m sweep.aggregate ... --report`` that reads ``sweep`` from ``storage``: with
+    ``--tracking-uri`` unless the store is the storage's own, which aggregate finds by itself."""
+    words = [
+        "python -m sweep.aggregate",
+        "--sweep",
+        sweep,
+        *(["--suite", suite] if suite else []),
+        "--storage",
+        storage,
+    ]
+    if tracking_uri != SweepStorage(storage).embedded_store:
+        words += ["--tracking-uri", tracking_uri]
+    return " ".join([*words, "--report"])

@@ -17,6 +17,8 @@ from typing import Any
 
 from ray import tune
 
+from perturb import NOISES
+from sweep.cli import aggregate_command
 from sweep.metrics import parse_noise_metric
 from sweep.specs import TrialSpec
 from sweep.tracking import TrialOutcome, trial_status
@@ -31,7 +33,6 @@ __all__ = [
 
 PIPED_EPOCH_INTERVAL_S = 30.0
 REDRAW_INTERVAL_S = 0.5
-SUMMARY_NOISES = ("gaussian", "speckle", "poisson")
 # The runs of an experiment in the MLflow UI (3.x), as a table; without workflowType MLflow 3 opens an
 # experiment on its GenAI overview. compareRunsMode=CHART shows the chart view instead.
 RUNS_VIEW = "#/experiments/{experiment_id}/runs?workflowType=machine_learning"
@@ -184,10 +185,10 @@ def summary_lines(outcomes: Sequence[TrialOutcome]) -> list[str]:
     groups: dict[str, list[TrialOutcome]] = {}
     for outcome in outcomes:
         groups.setdefault(_model_label(outcome.spec), []).append(outcome)
-    rows = [("model", "trials", "clean", *(f"{noise} (mean)" for noise in SUMMARY_NOISES), "status")]
+    rows = [("model", "trials", "clean", *(f"{noise} (mean)" for noise in NOISES), "status")]
     for label, group in groups.items():
         finished = [o.metrics for o in group if o.status == "finished"]
-        by_noise: dict[str, list[float]] = {noise: [] for noise in SUMMARY_NOISES}
+        by_noise: dict[str, list[float]] = {noise: [] for noise in NOISES}
         for metrics in finished:
             for name, value in metrics.items():
                 parsed = parse_noise_metric(name)
@@ -196,7 +197,7 @@ def summary_lines(outcomes: Sequence[TrialOutcome]) -> list[str]:
         statuses = {s: sum(o.status == s for o in group) for s in ("finished", "diverged", "failed")}
         status = ", ".join(f"{n} {s}" for s, n in statuses.items() if n)
         clean = _mean([float(m["test_acc"]) for m in finished if "test_acc" in m])
-        rows.append((label, str(len(group)), clean, *(_mean(by_noise[n]) for n in SUMMARY_NOISES), status))
+        rows.append((label, str(len(group)), clean, *(_mean(by_noise[n]) for n in NOISES), status))
     return _table(rows)
 
 
@@ -215,6 +216,6 @@ def next_commands(sweep: str, storage: str, tracking_uri: str, experiment_id: st
     lines += [
         f"  open {runs_view_url(tracking_uri, experiment_id)}",
         "    (the runs; in their Chart view, search curve/: accuracy against noise level, step = level index)",
-        f"  python -m sweep.aggregate --sweep {sweep} --storage {storage} --report",
+        f"  {aggregate_command(sweep, storage, tracking_uri)}",
     ]
     return lines

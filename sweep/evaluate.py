@@ -13,12 +13,11 @@ or did not finish, are skipped with a line each.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from sweep.cli import CommandParser, UsageError, run_command
+from sweep.cli import CommandParser, UsageError, aggregate_command, run_command
 from sweep.defaults import DEFAULT_DATA_ROOT
 from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_storage
 
@@ -77,10 +76,10 @@ def _list_suites() -> list[str]:
 
 def _tracking_uri(storage: SweepStorage, sweep: str, explicit: str | None) -> str:
     """``--tracking-uri``, else the one the sweep was started with; a sweep the storage lacks is an error."""
-    text = storage.read_text(f"{sweep}.sweep.json")
-    if text is None:
+    record = storage.read_record(sweep)
+    if record is None:
         raise UsageError(f"no sweep {sweep!r} in {storage.location}: pass the --storage it ran with")
-    uri = explicit or storage.resolve(json.loads(text)["tracking_uri"])
+    uri = explicit or storage.resolve(record["tracking_uri"])
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UsageError(f"no MLflow store at {uri}: pass --tracking-uri")
     return uri
@@ -121,7 +120,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.suite not in SUITES:
         raise UsageError(f"unknown suite {args.suite!r}: expected one of {', '.join(SUITES)}")
     storage, tracking_uri, client, chosen = _read_sweep(args)
-    jobs, skipped, complete = plan_jobs(storage, args.sweep, args.suite, chosen)
+    try:
+        jobs, skipped, complete = plan_jobs(storage, args.sweep, args.suite, chosen)
+    except StorageError as error:
+        raise UsageError(str(error)) from None
     try:
         root = resolve_data_root(args.data_root)
         data = {name: load_dataset(name, root) for name in dict.fromkeys(job.spec.dataset for job in jobs)}
@@ -144,14 +146,12 @@ def _run(args: argparse.Namespace) -> int:
     for job in scored:
         log_suite_scores(client, job.run_id, args.suite, job.step, scores[job.run_id])
     print(f"logged {sum(len(job.settings) for job in scored)} scores to {len(scored)} runs in {tracking_uri}")
-    print(
-        f"next: python -m sweep.aggregate --sweep {args.sweep} --suite {args.suite} --storage {storage.location} --report"
-    )
+    print(f"next: {aggregate_command(args.sweep, storage.location, tracking_uri, args.suite)}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("sweep.evaluate", lambda argv: _run(_parser().parse_args(argv)), argv)
+    return run_command("sweep.evaluate", _parser(), _run, argv)
 
 
 if __name__ == "__main__":

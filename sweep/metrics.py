@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from perturb import PAPER_SUITE
 
-if TYPE_CHECKING:  # sweep.training needs torch; these names do not
+if TYPE_CHECKING:  # only a type here: the training loop is none of this module's business
     from sweep.training import EpochStats
 
 __all__ = ["EPOCH_METRICS", "NoiseCurve", "epoch_metrics", "noise_curves", "noise_metric", "parse_noise_metric"]

@@ -12,7 +12,6 @@ and argument errors answer at once: torch, Ray and MLflow load after the argumen
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
     from sweep.specs import TrialSpec
     from sweep.tracking import TrialOutcome
 
-__all__ = ["Plan", "UsageError", "launch", "main", "preflight"]
+__all__ = ["Plan", "launch", "main", "preflight"]
 
 # MLflow's HTTP client retries a request for minutes by default; the mirror's writer retries on its own
 # (sweep.mirror), so a request may fail fast and report the outage. A user's own settings win.
@@ -158,8 +157,8 @@ def _parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the pre-flight established: everything :func:`launch` needs. Nothing of it exists outside this
-    process yet (no storage folder, no MLflow store, no Ray).
+    """What the pre-flight established: everything :func:`launch` needs. The pre-flight made
+    nothing of a new sweep (no storage folder, no MLflow store) and started no Ray.
 
     Attributes:
         sweep: the sweep's name.
@@ -231,16 +230,16 @@ def _plan(args: argparse.Namespace, gpus: bool) -> list[TrialSpec]:
 def _started_record(storage: SweepStorage, sweep: str, continued: bool) -> dict[str, Any] | None:
     """A sweep folder is continued (``--resume``, ``--sync``) only when it was started, and started only once:
     the record of the started sweep when ``continued``, None for a sweep that may start."""
-    text = storage.read_text(f"{sweep}.sweep.json")
     if not continued:
-        if text is not None:
+        if storage.has_record(sweep):
             raise UsageError(
                 f"sweep {sweep!r} already exists in {storage.location}: continue it with --resume, or pass another --storage"
             )
         return None
-    if text is None:
+    record = storage.read_record(sweep)
+    if record is None:
         raise UsageError(f"nothing to continue: no sweep {sweep!r} in {storage.location}")
-    return json.loads(text)
+    return record
 
 
 def _check_continued(started: dict[str, Any], specs: list[TrialSpec], storage: SweepStorage, tracking_uri: str) -> None:
@@ -301,8 +300,8 @@ def _load_data(specs: list[TrialSpec], data_root: str | None, download: bool) ->
 def preflight(args: argparse.Namespace) -> Plan:
     """Every check that can be made before Ray starts, in order: the sweep and its --set, the option values,
     the resources, the storage (writable, and holding a started sweep exactly when continuing one), the
-    tracking store, the data sets (loaded). Creates nothing; raises UsageError (one line) at the first
-    problem."""
+    tracking store, the data sets (loaded; downloaded first where absent, unless a dry run). Creates
+    nothing else; raises UsageError (one line) at the first problem, before any download."""
     specs = _plan(args, gpus=False)  # the sweep, --seeds, every --set
     _check_options(args)
     address = args.address or os.environ.get("RAY_ADDRESS")
@@ -438,7 +437,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     else:
         # A new sweep, or one whose driver stopped after recording it and before Tune saved any state:
         # nothing of it ran, so it starts from the beginning (under the launch id it was recorded with).
-        storage.write_text(f"{plan.sweep}.sweep.json", json.dumps(record, indent=1))
+        storage.write_record(plan.sweep, record)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -531,8 +530,7 @@ def _print_outcomes(plan: Plan, outcomes: list[TrialOutcome], experiment_id: str
     print("\n".join(next_commands(plan.sweep, plan.storage.location, plan.tracking_uri, experiment_id)), flush=True)
 
 
-def _main(argv: list[str] | None) -> int:
-    args = _parser().parse_args(argv)
+def _main(args: argparse.Namespace) -> int:
     if args.list:
         from sweep.catalog import SWEEPS, build_sweep
 
@@ -547,7 +545,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("sweep.run", _main, argv)
+    return run_command("sweep.run", _parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -94,23 +94,20 @@ def score_jobs(
     progress = progress or functools.partial(print, flush=True)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     scores: dict[str, dict[Perturbation, float]] = {}
-    loaded: dict[str, torch.nn.Module] = {}
     groups: dict[tuple[str, int | None], list[ScoringJob]] = {}
     for job in jobs:
-        try:
-            loaded[job.run_id] = _load_model(job, target)
-        except Exception as error:  # noqa: BLE001 - whatever a damaged file raises, this trial alone is skipped
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            progress(f"skipped {job.spec.key}: its checkpoint {job.checkpoint} does not load ({reason})")
-            continue
-        scores[job.run_id] = {}
         groups.setdefault((job.spec.dataset, job.spec.recipe.max_test_images), []).append(job)
-    for (dataset, _), group in groups.items():
+    for (dataset, _), all_of_group in groups.items():
+        # The models of one group on the device at a time, all of them: each noisy test set is made once.
+        loaded = _load_models(all_of_group, target, progress)
+        if not loaded:
+            continue
+        group, models = [job for job, _ in loaded], [model for _, model in loaded]
+        scores.update({job.run_id: {} for job in group})
         tensors = data[dataset]
         images, labels = capped_test_set(
             tensors.test_images.to(target), tensors.test_labels.to(target), group[0].spec.recipe
         )
-        models = [loaded.pop(job.run_id) for job in group]
         normalizers = [
             Normalizer(*MEAN_STD[dataset], device=target, enabled=job.spec.recipe.normalize) for job in group
         ]
@@ -133,6 +130,21 @@ def score_jobs(
     return scores
 
 
+def _load_models(
+    jobs: list[ScoringJob], device: torch.device, progress: Callable[[str], None]
+) -> list[tuple[ScoringJob, torch.nn.Module]]:
+    """Each job with its model on ``device``; a job whose checkpoint does not load (truncated, corrupt) is
+    left out, with one ``progress`` line."""
+    loaded = []
+    for job in jobs:
+        try:
+            loaded.append((job, _load_model(job, device)))
+        except Exception as error:  # noqa: BLE001 - whatever a damaged file raises, this trial alone is skipped
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            progress(f"skipped {job.spec.key}: its checkpoint {job.checkpoint} does not load ({reason})")
+    return loaded
+
+
 def plan_jobs(storage: SweepStorage, sweep: str, suite: str, runs: list) -> tuple[list[ScoringJob], list[str], int]:
     """The jobs of ``runs`` (one per trial, see sweep.runs.select_runs), the lines that say which
     trials are skipped and why, and how many trials hold every score of the suite already."""
@@ -147,17 +159,20 @@ def plan_jobs(storage: SweepStorage, sweep: str, suite: str, runs: list) -> tupl
         if run.info.status != "FINISHED":
             skipped.append(f"skipped {key}: its run is {run.info.status}, not FINISHED")
             continue
-        spec = _spec_of(storage, sweep, key)
-        if spec is None:
-            skipped.append(f"skipped {key}: no trial folder with its spec in {storage.path(sweep)}")
+        dataset = run.data.params.get("dataset")
+        if dataset is None:
+            skipped.append(f"skipped {key}: its run records no dataset param")
             continue
         missing = tuple(
-            s
-            for s in suite_settings(suite, spec.dataset)
-            if noise_metric(s.noise, s.level, suite) not in run.data.metrics
+            s for s in suite_settings(suite, dataset) if noise_metric(s.noise, s.level, suite) not in run.data.metrics
         )
         if not missing:
             complete += 1
+            continue
+        try:
+            spec = _spec_of(storage, sweep, key)
+        except ValueError as why:
+            skipped.append(f"skipped {key}: {why}")
             continue
         checkpoint = find_checkpoint(storage, sweep, key)
         if checkpoint is None:
@@ -171,10 +186,16 @@ def plan_jobs(storage: SweepStorage, sweep: str, suite: str, runs: list) -> tupl
     return jobs, skipped, complete
 
 
-def _spec_of(storage: SweepStorage, sweep: str, key: str) -> TrialSpec | None:
-    """The spec Tune ran trial ``key`` with (its ``params.json``), None when the folder has none."""
+def _spec_of(storage: SweepStorage, sweep: str, key: str) -> TrialSpec:
+    """The spec Tune ran trial ``key`` with (its ``params.json``); ValueError (why, one line) when the
+    trial folder has none or it does not parse."""
     text = storage.read_text(f"{sweep}/{key}/params.json")
-    return None if text is None else TrialSpec.from_config(json.loads(text))
+    if text is None:
+        raise ValueError(f"no trial folder with its spec in {storage.path(sweep)}")
+    try:
+        return TrialSpec.from_config(json.loads(text))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"its params.json does not parse ({type(error).__name__}: {error})") from None
 
 
 def score_on_cluster(

@@ -1,8 +1,9 @@
-"""Where a sweep keeps its files, and which MLflow store goes with it: one rule for sweep.run and
-sweep.aggregate."""
+"""Where a sweep keeps its files, and which MLflow store goes with it: one rule for sweep.run,
+sweep.evaluate and sweep.aggregate."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -33,11 +34,14 @@ def folder_problem(folder: Path) -> str | None:
     process may create one (tried with an empty directory, removed at once, since permission bits do not
     tell for root or for /proc and the like), and ``folder`` itself, if it exists, a directory.
     """
-    if folder.exists() and not folder.is_dir():
-        return f"{folder} is not a directory"
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
+    try:
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is not a directory"
+        existing = folder
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as error:  # a folder on the way that this process may not look into
+        return f"cannot look into {folder} ({error.strerror or error})"
     if not existing.is_dir():
         return f"{existing} is not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -47,6 +51,10 @@ def folder_problem(folder: Path) -> str | None:
     except OSError as error:
         return f"cannot create a folder in {existing} ({error.strerror or error})"
     return None
+
+
+def _record_name(sweep: str) -> str:
+    return f"{sweep}.sweep.json"
 
 
 class SweepStorage:
@@ -80,6 +88,29 @@ class SweepStorage:
         with filesystem.open_output_stream(path) as stream:
             stream.write(text.encode())
 
+    def has_record(self, sweep: str) -> bool:
+        """Whether sweep ``sweep`` was started here (its record exists, readable or not)."""
+        return self.read_text(_record_name(sweep)) is not None
+
+    def read_record(self, sweep: str) -> dict | None:
+        """The record of started sweep ``sweep`` (``<sweep>.sweep.json``, written by :meth:`write_record`),
+        None when it was never started; StorageError (one line) when the file is not such a record."""
+        text = self.read_text(_record_name(sweep))
+        if text is None:
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError as error:
+            raise StorageError(f"{self.path(_record_name(sweep))} is damaged: {error}") from None
+        lacking = [key for key in ("tracking_uri", "trial_keys") if not isinstance(record, dict) or key not in record]
+        if lacking:
+            raise StorageError(f"{self.path(_record_name(sweep))} is damaged: it has no {lacking[0]}")
+        return record
+
+    def write_record(self, sweep: str, record: dict) -> None:
+        """Record that sweep ``sweep`` started: its trials, tracking store and launch (see sweep.run)."""
+        self.write_text(_record_name(sweep), json.dumps(record, indent=1))
+
     def check_writable(self) -> None:
         """Raise StorageError when a local storage folder cannot be written (see :func:`folder_problem`);
         nothing is created. A remote storage is checked when it is read."""
@@ -104,12 +135,16 @@ class SweepStorage:
 
     def tracking_uri(self, explicit: str | None) -> str:
         """``explicit``, else ``$MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<storage>/mlflow.db``."""
-        uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
-        if uri is not None:
-            return uri
-        if self.local is None:
+        uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_store
+        if uri is None:
             raise StorageError(f"with a remote --storage ({self.location}), pass --tracking-uri (an MLflow server)")
-        return f"sqlite:///{self.local / 'mlflow.db'}"
+        return uri
+
+    @property
+    def embedded_store(self) -> str | None:
+        """The URI of the MLflow store kept in a local storage, ``sqlite:///<storage>/mlflow.db``; None for a
+        remote storage."""
+        return None if self.local is None else f"sqlite:///{self.local / 'mlflow.db'}"
 
 
 def resolve_storage(explicit: str | None) -> SweepStorage:

@@ -78,7 +78,7 @@ def _check_server(uri: str) -> None:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
             response.read()
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: a URL that does not parse
         reason = getattr(error, "reason", error)
         raise TrackingUnavailable(f"cannot reach the MLflow tracking server at {uri}: {reason}") from None
     request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
@@ -138,29 +138,56 @@ def follow_moved_store(database: Path) -> int:
     """
     if not database.is_file():
         return 0
-    here = (database.parent / ARTIFACT_FOLDER).resolve().as_uri()
+    try:
+        with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+            return _reroot_experiments(connection, (database.parent / ARTIFACT_FOLDER).resolve().as_uri())
+    except sqlite3.Error as error:  # a file that is no SQLite database, or one locked or read-only
+        raise _unreadable(database, error) from None
+
+
+def _check_database(database: Path) -> None:
+    """Raise TrackingUnavailable (one line) when the file ``database`` is not a SQLite database that this
+    process can read; opened read-only, so that nothing changes."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            connection.execute("SELECT 1 FROM sqlite_master").fetchone()
+    except sqlite3.Error as error:
+        raise _unreadable(database, error) from None
+
+
+def _unreadable(database: Path, error: sqlite3.Error) -> TrackingUnavailable:
+    return TrackingUnavailable(f"cannot read the MLflow store sqlite:///{database}: {error}")
+
+
+def _reroot_experiments(connection: sqlite3.Connection, here: str) -> int:
+    """:func:`follow_moved_store` on an open store: the experiments of the ``mlartifacts`` folder that is
+    not ``here`` (a URI) are moved to ``here``; returns how many."""
+    has_experiments = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'"
+    ).fetchone()
+    if has_experiments is None:  # an empty file: MLflow makes its tables when it first opens it
+        return 0
     moved = 0
-    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
-        experiments = connection.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
-        for experiment_id, location in experiments:
-            if location == here or not str(location).endswith(f"/{ARTIFACT_FOLDER}"):
-                continue
-            connection.execute(
-                "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
-                "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
-                (here, len(location) + 1, experiment_id, len(location) + 1, f"{location}/"),
-            )
-            connection.execute(
-                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (here, experiment_id)
-            )
-            moved += 1
+    experiments = connection.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
+    for experiment_id, location in experiments:
+        if location == here or not str(location).endswith(f"/{ARTIFACT_FOLDER}"):
+            continue
+        connection.execute(
+            "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+            "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+            (here, len(location) + 1, experiment_id, len(location) + 1, f"{location}/"),
+        )
+        connection.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (here, experiment_id)
+        )
+        moved += 1
     return moved
 
 
 def check_store(tracking_uri: str) -> None:
     """Raise TrackingUnavailable when the store at ``tracking_uri`` cannot be used, creating nothing: a
     tracking server must answer (:func:`_check_server`); for an embedded ``sqlite:///PATH`` store, the
-    folder of PATH must be creatable and writable and PATH, if it exists, a file; a URI of another scheme
+    folder of PATH must be creatable and writable and PATH, if it exists, a SQLite database; a URI of another scheme
     must name a kind of store MLflow has (a database, Databricks, a file store), which MLflow's client then
     checks."""
     _check_scheme(tracking_uri)
@@ -171,6 +198,8 @@ def check_store(tracking_uri: str) -> None:
         problem = f"{path} is not a file" if path.exists() and not path.is_file() else folder_problem(path.parent)
         if problem is not None:
             raise TrackingUnavailable(f"cannot create the MLflow store {tracking_uri}: {problem}")
+        if path.is_file():
+            _check_database(path)
 
 
 def trial_status(error: object, metrics: dict[str, Any]) -> str:

@@ -323,6 +323,15 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_and_exit_2(store, tmp_
     assert err == f"sweep.aggregate: error: cannot write the tables to {tmp_path / 'taken'}: File exists"
 
 
+def test_a_store_that_is_no_database_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "mlflow.db").write_text("not a database")
+    assert main(["--storage", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"sweep.aggregate: error: cannot read the MLflow store sqlite:///{tmp_path / 'mlflow.db'}: file is not a database\n"
+    )
+    assert (tmp_path / "mlflow.db").read_text() == "not a database" and not (tmp_path / "out").exists()
+
+
 def test_unreachable_or_missing_stores_are_one_line_errors(tmp_path, capsys):
     assert main(["--tracking-uri", "http://127.0.0.1:9", "--out", str(tmp_path / "out")]) == 2
     assert "cannot reach the MLflow tracking server at http://127.0.0.1:9" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 
 from perturb import noise_suite
 from sweep.catalog import build_sweep
+from sweep.cli import aggregate_command
 from sweep.console import ConsoleProgress, next_commands, runs_view_url, summary_lines
 from sweep.metrics import noise_curves, noise_metric, parse_noise_metric
 from sweep.run import main
@@ -203,3 +204,17 @@ def test_a_store_moved_elsewhere_keeps_its_artifacts_and_its_sweep_continues_the
         local = client.download_artifacts(run.info.run_id, "results.json", str(tmp_path))
         assert Path(local).read_text().startswith("{")
     assert client.get_experiment_by_name("lenet").artifact_location == (copy / "mlartifacts").as_uri()
+
+
+def test_the_aggregate_command_names_the_tracking_store_unless_it_is_the_storages_own(tmp_path):
+    own = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert next_commands("lenet", str(tmp_path), own, "1")[-1] == (
+        f"  python -m sweep.aggregate --sweep lenet --storage {tmp_path} --report"
+    )
+    assert next_commands("lenet", "s3://bucket/sweeps", "http://mlflow:5000", "1")[-1] == (
+        "  python -m sweep.aggregate --sweep lenet --storage s3://bucket/sweeps --tracking-uri http://mlflow:5000 --report"
+    )
+    assert aggregate_command("lenet", str(tmp_path), "sqlite:////elsewhere/mlflow.db", "shot") == (
+        f"python -m sweep.aggregate --sweep lenet --suite shot --storage {tmp_path} "
+        "--tracking-uri sqlite:////elsewhere/mlflow.db --report"
+    )

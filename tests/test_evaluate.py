@@ -3,6 +3,7 @@
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pandas as pd
@@ -16,7 +17,7 @@ from sweep.data import MEAN_STD, load_dataset
 from sweep.evaluate import main
 from sweep.metrics import noise_metric, parse_noise_metric
 from sweep.paper import paper_cells
-from sweep.scoring import find_checkpoint
+from sweep.scoring import find_checkpoint, plan_jobs
 from sweep.specs import TrialSpec
 from sweep.storage import SweepStorage
 from sweep.training import Normalizer, capped_test_set, evaluate
@@ -207,3 +208,33 @@ def test_list_suites_names_every_suite_and_family(capsys):
     ):
         assert line in out
     assert "  contrast-shot     contrast change to C = LEVEL, then shot noise with PEAK photons" in out
+
+
+def test_a_trial_whose_spec_does_not_parse_is_skipped_and_a_complete_one_needs_no_spec(tmp_path):
+    (tmp_path / "lenet" / "damaged").mkdir(parents=True)
+    (tmp_path / "lenet" / "damaged" / "params.json").write_text("{not json")
+    every_score = {noise_metric(s.noise, s.level, "shot"): 90.0 for s in suite_settings("shot", "mnist")}
+
+    def finished_run(key: str, metrics: dict) -> SimpleNamespace:
+        return SimpleNamespace(
+            info=SimpleNamespace(status="FINISHED", run_id=f"run-{key}"),
+            data=SimpleNamespace(tags={"trial_key": key}, params={"dataset": "mnist"}, metrics=metrics),
+        )
+
+    # "complete" has no trial folder at all: its scores alone tell that nothing is left to do.
+    runs = [finished_run("damaged", {}), finished_run("complete", every_score)]
+    jobs, skipped, complete = plan_jobs(SweepStorage(str(tmp_path)), "lenet", "shot", runs)
+    assert (jobs, complete) == ([], 1)
+    assert skipped == [
+        "skipped damaged: its params.json does not parse (JSONDecodeError: Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1))"
+    ]
+
+
+def test_a_damaged_sweep_record_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "lenet.sweep.json").write_text("{not json")
+    assert main(["lenet", "--suite", "shot", "--storage", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"sweep.evaluate: error: {tmp_path / 'lenet.sweep.json'} is damaged: Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1)\n"
+    )

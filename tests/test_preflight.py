@@ -121,42 +121,42 @@ def test_a_read_only_storage_folder_stops(tmp_path, capsys, mnist_root, dry):
 
 
 @pytest.mark.parametrize("dry", DRY)
-def test_an_unusable_embedded_tracking_store_stops(tmp_path, capsys, mnist_root, dry):
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        pytest.param(
+            "sqlite:///{tmp}/file/mlflow.db",
+            "cannot create the MLflow store {uri}: {tmp}/file is not a directory",
+            id="embedded-store-below-a-file",
+        ),
+        pytest.param(
+            "sqlite:///{tmp}/file",
+            "cannot read the MLflow store {uri}: file is not a database",
+            id="embedded-store-that-is-no-database",
+        ),
+        pytest.param(
+            "http://127.0.0.1:{port}",
+            "cannot reach the MLflow tracking server at {uri}: [Errno 111] Connection refused",
+            id="unreachable-server",
+        ),
+        pytest.param(
+            "http://[::1",
+            "cannot reach the MLflow tracking server at {uri}: Invalid IPv6 URL",
+            id="server-url-that-does-not-parse",
+        ),
+        pytest.param(
+            "foo://bar",
+            "MLflow has no tracking store for foo://bar: use http(s)://HOST:PORT (a tracking server) or "
+            "sqlite:///PATH (an embedded store)",
+            id="no-store-for-the-scheme",
+        ),
+    ],
+)
+def test_an_unusable_tracking_store_stops(tmp_path, capsys, mnist_root, dry, uri, message):
     (tmp_path / "file").write_text("not a folder")
-    uri = f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}"
+    uri = uri.format(tmp=tmp_path, port=free_port())
     args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
-    fails_with_one_line(
-        capsys, tmp_path, args, f"cannot create the MLflow store {uri}: {tmp_path / 'file'} is not a directory"
-    )
-
-
-@pytest.mark.parametrize("dry", DRY)
-def test_an_unreachable_tracking_server_stops(tmp_path, capsys, mnist_root, dry):
-    uri = f"http://127.0.0.1:{free_port()}"
-    args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
-    fails_with_one_line(
-        capsys, tmp_path, args, f"cannot reach the MLflow tracking server at {uri}: [Errno 111] Connection refused"
-    )
-
-
-@pytest.mark.parametrize("dry", DRY)
-def test_a_tracking_uri_mlflow_has_no_store_for_stops(tmp_path, capsys, mnist_root, dry):
-    args = [
-        "lenet",
-        "--storage",
-        str(tmp_path / "store"),
-        "--tracking-uri",
-        "foo://bar",
-        "--data-root",
-        str(mnist_root),
-    ]
-    fails_with_one_line(
-        capsys,
-        tmp_path,
-        [*args, *dry],
-        "MLflow has no tracking store for foo://bar: use http(s)://HOST:PORT (a tracking server) or sqlite:///PATH "
-        "(an embedded store)",
-    )
+    fails_with_one_line(capsys, tmp_path, args, message.format(uri=uri, tmp=tmp_path))
 
 
 @pytest.mark.parametrize("dry", DRY)
@@ -303,3 +303,20 @@ def test_reconcile_results_fails_the_runs_of_errored_trials_and_lists_every_prob
         TrialOutcome(specs[1], "failed", {}, "worker died"),
         TrialOutcome(specs[2], "diverged", results[2].metrics, "loss is nan at epoch 1 step 3"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("record", "damage"),
+    [
+        ("{not json", "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        ('{"sweep": "lenet", "trial_keys": []}', "it has no tracking_uri"),
+        ('{"sweep": "lenet", "tracking_uri": "sqlite:///{storage}/mlflow.db"}', "it has no trial_keys"),
+    ],
+    ids=["not-json", "no-tracking-uri", "no-trial-keys"],
+)
+@pytest.mark.parametrize("continued", [["--resume"], ["--resume", "--dry-run"], ["--sync"]])
+def test_a_damaged_sweep_record_stops_a_continued_sweep(tmp_path, capsys, mnist_root, record, damage, continued):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "lenet.sweep.json").write_text(record)
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(mnist_root), *continued]
+    fails_with_one_line(capsys, tmp_path, args, f"{tmp_path / 'store' / 'lenet.sweep.json'} is damaged: {damage}")
