@@ -396,6 +396,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     import ray
     from ray import tune
 
+    from sweep.checkpoints import mend_lost_checkpoints
     from sweep.mirror import TrackingCallback
     from sweep.trainable import train_trial
 
@@ -429,6 +430,12 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
         "overhead_budget": args.overhead_budget,
     }
     if args.resume and tune.Tuner.can_restore(storage.path(plan.sweep)):
+        for mend in mend_lost_checkpoints(storage.path(plan.sweep)):
+            print(
+                f"{mend.trial} resumes from {mend.source}: Tune's saved state names {mend.named}, "
+                "which Tune deleted before the driver stopped",
+                flush=True,
+            )
         # The param space again: Tune keeps it in its experiment state, which a driver stopped right
         # after creating the Tuner has not written yet.
         tuner = tune.Tuner.restore(

@@ -9,7 +9,6 @@ once for every model that needs it.
 from __future__ import annotations
 
 import functools
-import io
 import json
 import time
 from collections.abc import Callable
@@ -43,35 +42,22 @@ def find_checkpoint(storage: SweepStorage, sweep: str, key: str) -> str | None:
     """The ``trial.pt`` of the latest checkpoint Tune kept of trial ``key``, None when it kept none."""
     import pyarrow.fs
 
+    from sweep.checkpoints import checkpoint_names
     from sweep.trainable import CHECKPOINT_FILE
 
     filesystem, folder = pyarrow.fs.FileSystem.from_uri(storage.path(f"{sweep}/{key}"))
-    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
-    checkpoints = sorted(
-        e.base_name
-        for e in entries
-        if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith("checkpoint_")
-    )
-    for name in reversed(checkpoints):
-        target = f"{folder}/{name}/{CHECKPOINT_FILE}"
-        if filesystem.get_file_info(target).type == pyarrow.fs.FileType.File:
-            return storage.path(f"{sweep}/{key}/{name}/{CHECKPOINT_FILE}")
-    return None
-
-
-def _read_checkpoint(location: str) -> dict:
-    import pyarrow.fs
-
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
-    with filesystem.open_input_stream(path) as stream:
-        return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=False)
+    names = checkpoint_names(filesystem, folder)
+    return storage.path(f"{sweep}/{key}/{names[0]}/{CHECKPOINT_FILE}") if names else None
 
 
 def _load_model(job: ScoringJob, device: torch.device) -> torch.nn.Module:
+    import pyarrow.fs
+
     from models import build_model
+    from sweep.checkpoints import read_checkpoint
 
     model = build_model(job.spec.model)
-    model.load_state_dict(_read_checkpoint(job.checkpoint)["model"])
+    model.load_state_dict(read_checkpoint(*pyarrow.fs.FileSystem.from_uri(job.checkpoint))["model"])
     return model.to(device).eval()
 
 

@@ -172,8 +172,9 @@ RESUME_SPEC = build_sweep(
 
 
 def trial_killed_in_epoch(config, data):
-    """train_trial; on its first attempt with ``config["killed_in"]`` set, its worker SIGKILLs itself when it
-    is about to report that epoch (trained, scored, checkpoint not yet handed to Tune), as a lost node would."""
+    """train_trial; on its first attempt with ``config["killed_in"]`` set, it stops when it is about to report
+    that epoch (trained, scored, checkpoint not yet handed to Tune): its worker SIGKILLs itself, as a lost node
+    would, or, with ``config["raises"]``, the trial raises RuntimeError."""
     killed_in = config["killed_in"]
     if killed_in is None or trainable.tune.get_checkpoint() is not None:
         return train_trial(config, data)
@@ -181,6 +182,8 @@ def trial_killed_in_epoch(config, data):
 
     def report_or_die(metrics, **kwargs):
         if metrics["epoch"] == killed_in:
+            if config.get("raises"):
+                raise RuntimeError(f"stopped in epoch {killed_in}")
             os.kill(os.getpid(), signal.SIGKILL)
         report(metrics, **kwargs)
 
@@ -200,6 +203,12 @@ def scores(result: dict) -> dict:
         for k, v in result.items()
         if (k in EPOCH_METRICS and k not in timings) or k in ("epoch", "health") or parse_noise_metric(k)
     }
+
+
+def final_state(result) -> dict:
+    """What the latest checkpoint Tune holds of a trial (a ray.tune.Result) saved."""
+    with result.checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
 
 
 def test_a_trial_whose_worker_dies_resumes_bit_for_bit(ray_cluster, tmp_path):
@@ -243,10 +252,7 @@ def test_a_trial_whose_worker_dies_resumes_bit_for_bit(ray_cluster, tmp_path):
     assert sum(map(bool, map(parse_noise_metric, whole[-1]))) == 24  # the noise suite was scored
 
     assert [scores(r) for r in resumed] == [scores(r) for r in whole]
-    states = []
-    for key in (None, KILLED_IN):
-        with results[key].checkpoint.as_directory() as directory:
-            states.append(torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False))
+    states = [final_state(results[key]) for key in (None, KILLED_IN)]
     assert states[0]["epoch"] == states[1]["epoch"] == EPOCHS
     assert states[0]["model"].keys() == states[1]["model"].keys()
     for name, tensor in states[0]["model"].items():
@@ -257,3 +263,68 @@ def test_a_trial_whose_worker_dies_resumes_bit_for_bit(ray_cluster, tmp_path):
     )
     assert torch.equal(states[0]["rng"]["data"], states[1]["rng"]["data"])
     assert states[0]["health"] == states[1]["health"]
+
+
+def test_a_resume_whose_saved_state_names_a_checkpoint_tune_deleted_goes_on_from_the_newest_that_loads(
+    ray_cluster, tmp_path
+):
+    """Ray's race (ray-project/ray#27790), laid out on storage as a driver killed mid-sweep left it in CI:
+    Tune's saved state names a trial's checkpoint that Tune deleted (num_to_keep) once newer ones came, and
+    the newest of those was cut short by the kill. Proves: without the mend, Tune's restore fails the trial
+    ("does not exist on storage anymore"); mend_lost_checkpoints puts a copy of the newest checkpoint that
+    loads under the name, once; the trial then goes on from that epoch (no epoch reported twice) and ends
+    bitwise where an uninterrupted run ends."""
+    from ray import tune
+
+    from sweep.checkpoints import MendedCheckpoint, mend_lost_checkpoints
+
+    write_mnist(tmp_path / "data", n_train=640, n_test=100)
+    data = {"mnist": load_dataset("mnist", tmp_path / "data")}
+    runnable = tune.with_resources(tune.with_parameters(trial_killed_in_epoch, data=data), {"cpu": 1})
+    experiment = tmp_path / "store" / "resume"
+    # Every epoch checkpoints (overhead_budget 1); the stopped trial raises in its last epoch, after the
+    # checkpoints of epochs 2 and 3 (checkpoint_000001 and _000002: Tune keeps 2), and ends in error.
+    first = tune.Tuner(
+        runnable,
+        param_space={
+            "spec": RESUME_SPEC.to_dict(),
+            "killed_in": tune.grid_search([None, EPOCHS]),
+            "raises": True,
+            "overhead_budget": 1.0,
+        },
+        run_config=tune.RunConfig(
+            name="resume",
+            storage_path=str(experiment.parent),
+            failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=0,
+        ),
+    ).fit()
+    whole = next(Path(r.path) for r in first if r.error is None)
+    stopped = next(Path(r.path) for r in first if r.error is not None)
+    assert sorted(p.name for p in stopped.glob("checkpoint_*")) == ["checkpoint_000001", "checkpoint_000002"]
+    # The race: the state names checkpoint_000002, gone; a newer one is whole, the newest cut short.
+    (stopped / "checkpoint_000002").rename(stopped / "checkpoint_000003")
+    (stopped / "checkpoint_000004").mkdir()
+    whole_file = (stopped / "checkpoint_000003" / CHECKPOINT_FILE).read_bytes()
+    (stopped / "checkpoint_000004" / CHECKPOINT_FILE).write_bytes(whole_file[: len(whole_file) // 2])
+
+    unmended = tune.Tuner.restore(str(experiment), runnable, resume_errored=True).fit()
+    assert "does not exist on storage anymore" in str(next(r.error for r in unmended if r.error is not None))
+
+    assert mend_lost_checkpoints(str(experiment)) == [
+        MendedCheckpoint(stopped.name, "checkpoint_000002", "checkpoint_000003")
+    ]
+    assert (stopped / "checkpoint_000002" / CHECKPOINT_FILE).read_bytes() == whole_file
+    assert mend_lost_checkpoints(str(experiment)) == []
+    assert not list(stopped.glob(".mend-*"))
+
+    mended = tune.Tuner.restore(str(experiment), runnable, resume_errored=True).fit()
+    assert all(result.error is None for result in mended)
+    resumed = epoch_results(stopped)
+    assert [r["epoch"] for r in resumed] == list(range(1, EPOCHS + 1))  # epoch 4 only, from epoch 3's state
+    assert [scores(r) for r in resumed] == [scores(r) for r in epoch_results(whole)]
+    finals = [final_state(next(r for r in mended if Path(r.path) == folder)) for folder in (whole, stopped)]
+    assert finals[0]["epoch"] == finals[1]["epoch"] == EPOCHS
+    for name, tensor in finals[0]["model"].items():
+        assert torch.equal(tensor, finals[1]["model"][name]), name

@@ -1,0 +1,112 @@
+"""The checkpoints Tune keeps of a trial (``<sweep>/<trial key>/checkpoint_NNNNNN/trial.pt``, on a local
+folder or remote storage), and the mend a sweep needs to resume when Tune's saved state names one that Tune
+itself has deleted.
+
+Why the mend: Tune deletes a trial's checkpoints beyond ``CheckpointConfig(num_to_keep)`` the moment newer
+ones arrive, but saves its experiment state only every few seconds. A driver that stops in between leaves a
+state whose latest checkpoint of a running trial is gone, and ``Tuner.restore`` then fails that trial with
+"Could not recover from checkpoint as it does not exist on storage anymore" (ray-project/ray#27790). The
+checkpoints that replaced it are on storage, newer: the trial resumes from the newest one that loads.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.fs
+import torch
+
+from sweep.trainable import CHECKPOINT_FILE
+
+__all__ = ["MendedCheckpoint", "checkpoint_names", "mend_lost_checkpoints", "read_checkpoint"]
+
+CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")  # Tune's name: checkpoint_ and a zero-padded index
+
+
+def checkpoint_names(filesystem: pyarrow.fs.FileSystem, trial_folder: str) -> list[str]:
+    """The names of the checkpoint folders in ``trial_folder`` (a path on ``filesystem``) that hold a
+    CHECKPOINT_FILE, newest first; [] when there is none, or no such folder."""
+    entries = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_folder, allow_not_found=True))
+    names = sorted(
+        (
+            e.base_name
+            for e in entries
+            if e.type == pyarrow.fs.FileType.Directory and CHECKPOINT_FOLDER.fullmatch(e.base_name)
+        ),
+        reverse=True,
+    )
+    return [
+        name
+        for name in names
+        if filesystem.get_file_info(f"{trial_folder}/{name}/{CHECKPOINT_FILE}").type == pyarrow.fs.FileType.File
+    ]
+
+
+def read_checkpoint(filesystem: pyarrow.fs.FileSystem, path: str) -> dict[str, Any]:
+    """The state in checkpoint file ``path`` on ``filesystem`` (see sweep.trainable.save_trial_state), its
+    tensors on the CPU. Raises what torch.load raises for a truncated or corrupt file."""
+    with filesystem.open_input_stream(path) as stream:
+        return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=False)
+
+
+def _loads(filesystem: pyarrow.fs.FileSystem, path: str) -> bool:
+    try:
+        read_checkpoint(filesystem, path)
+    except Exception:  # noqa: BLE001 - a file cut short by a stopped upload raises EOF, Runtime or ValueError
+        return False
+    return True
+
+
+def _copy_into_place(filesystem: pyarrow.fs.FileSystem, source: str, folder: str, name: str) -> None:
+    """Copy folder ``source`` to ``folder/name`` through a hidden copy moved into place at the end."""
+    copy = f"{folder}/.mend-{name}"
+    if filesystem.get_file_info(copy).type != pyarrow.fs.FileType.NotFound:
+        filesystem.delete_dir(copy)  # what a mend cut short left
+    filesystem.create_dir(copy)
+    pyarrow.fs.copy_files(source, copy, source_filesystem=filesystem, destination_filesystem=filesystem)
+    filesystem.move(copy, f"{folder}/{name}")
+
+
+@dataclass(frozen=True)
+class MendedCheckpoint:
+    """Trial folder ``trial`` resumes from its checkpoint folder ``named``, which Tune had deleted and is now
+    a copy of ``source``, the newest of the trial's checkpoints that loads."""
+
+    trial: str
+    named: str
+    source: str
+
+
+def mend_lost_checkpoints(experiment_path: str) -> list[MendedCheckpoint]:
+    """Give every trial Tune will restore from experiment ``experiment_path`` (a path or URI of Tune's
+    experiment folder) the checkpoint its saved state names, where Tune had deleted it: a copy of the
+    trial's newest checkpoint that loads, made under another name and moved into place, so that a mend cut
+    short leaves no half checkpoint. A trial with no checkpoint that loads is left as it is, and so is an
+    experiment of which Tune saved no state yet. Returns the mends made, none on a second call."""
+    from ray import tune
+
+    try:
+        trials = tune.ExperimentAnalysis(experiment_path).trials
+    except ValueError:  # Tune saved no state yet (a driver stopped right after creating the Tuner)
+        return []
+    mended = []
+    for trial in trials:
+        lost = trial.checkpoint
+        if trial.status == "TERMINATED" or lost is None:  # Tune restores no finished trial
+            continue
+        filesystem = lost.filesystem
+        if filesystem.get_file_info(lost.path).type != pyarrow.fs.FileType.NotFound:
+            continue
+        folder, named = lost.path.rsplit("/", 1)
+        source = next(
+            (n for n in checkpoint_names(filesystem, folder) if _loads(filesystem, f"{folder}/{n}/{CHECKPOINT_FILE}")),
+            None,
+        )
+        if source is None:
+            continue
+        _copy_into_place(filesystem, f"{folder}/{source}", folder, named)
+        mended.append(MendedCheckpoint(folder.rsplit("/", 1)[-1], named, source))
+    return mended
