@@ -33,7 +33,7 @@ def build_store(root: Path, count: int) -> str:
     tracker = Tracker(uri, "paper_full", root / "mlartifacts")
     for i, spec in enumerate(trials(count)):
         tracker.open_run(spec)
-        stats = EpochStats(loss=0.1, accuracy=99.0, images=1000, seconds=1.0, step_losses=(), lr=0.001, steps=8)
+        stats = EpochStats(loss=0.1, accuracy=99.0, images=1000, seconds=1.0, step_losses=(), lr=0.001)
         result = epoch_metrics(spec.recipe.epochs, stats, test_acc=95.0)
         result.update({noise_metric(p.noise, p.level): 90.0 - 10 * p.level for p in noise_suite(spec.dataset)})
         tracker.log_result(spec, result)

@@ -15,10 +15,9 @@ def _wrn(
     return ModelSpec(arch="wrn", depth=depth, width=width, pushpull=pushpull, h=h, alpha=alpha, num_classes=classes)
 
 
-def _with_and_without_pushpull(
-    dataset: str, models: list[tuple[int, int]], classes: int = 10
-) -> list[tuple[str, ModelSpec]]:
-    """Each WRN-depth-width without and with the paper's push-pull stem (h=2, alpha=1)."""
+def _with_and_without_pushpull(dataset: str, models: list[tuple[int, int]]) -> list[tuple[str, ModelSpec]]:
+    """Each WRN-depth-width without and with the paper's push-pull stem (h=2, alpha=1), for ``dataset``'s classes."""
+    classes = DATASETS[dataset].num_classes
     return [(dataset, _wrn(d, w, pp, classes=classes)) for d, w in models for pp in (False, True)]
 
 
@@ -42,7 +41,7 @@ SWEEPS: dict[str, tuple[str, list[tuple[str, ModelSpec]]]] = {
     ),
     "cifar100": (
         "WRN-28-10 with and without push-pull on CIFAR-100 (Table 2)",
-        _with_and_without_pushpull("cifar100", [(28, 10)], 100),
+        _with_and_without_pushpull("cifar100", [(28, 10)]),
     ),
     "sensitivity": ("WRN-16-10 and WRN-16-10-PP for h in {1, 1.5, 2} x alpha in {0.5, 1, 1.5} (Table 3)", _SENSITIVITY),
 }

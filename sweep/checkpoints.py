@@ -19,9 +19,9 @@ from typing import Any
 import pyarrow.fs
 import torch
 
-from sweep.trainable import CHECKPOINT_FILE
+__all__ = ["CHECKPOINT_FILE", "MendedCheckpoint", "checkpoint_names", "mend_lost_checkpoints", "read_checkpoint"]
 
-__all__ = ["MendedCheckpoint", "checkpoint_names", "mend_lost_checkpoints", "read_checkpoint"]
+CHECKPOINT_FILE = "trial.pt"  # what sweep.trainable.save_trial_state writes in each checkpoint folder
 
 CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")  # Tune's name: checkpoint_ and a zero-padded index
 

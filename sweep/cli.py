@@ -8,16 +8,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from sweep.storage import SweepStorage
 
-__all__ = ["CommandParser", "UsageError", "aggregate_command", "run_command"]
+__all__ = ["CommandParser", "UsageError", "aggregate_command", "first_line", "format_table", "run_command"]
 
 
 class UsageError(Exception):
     """Bad input, or nothing to work on: reported as one line, exit status 2, nothing created."""
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """What a one-line message quotes of ``error``: the first line of its text, cut at ``limit``
+    characters, or its type's name when it has no text."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """``rows`` of cells (the first, a header, if any) as lines of left-aligned columns, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -7,14 +7,22 @@ before its arguments are checked.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 
-__all__ = ["RayUnavailable", "join_ray", "ray_running_here", "reach_ray"]
+from sweep.cli import first_line
+
+__all__ = ["RayUnavailable", "join_ray", "ray_address", "ray_running_here", "reach_ray"]
 
 
 class RayUnavailable(Exception):
     """The Ray cluster asked for cannot be reached or joined; the message is one line."""
+
+
+def ray_address(explicit: str | None) -> str | None:
+    """``--address``, else ``$RAY_ADDRESS``, else None (a local Ray, or none at all)."""
+    return explicit or os.environ.get("RAY_ADDRESS")
 
 
 def ray_running_here() -> bool:
@@ -25,13 +33,16 @@ def ray_running_here() -> bool:
 
 def reach_ray(address: str) -> None:
     """For a ``HOST:PORT`` address, check that something answers there: Ray itself would retry for minutes.
-    Other addresses (``auto``, ``ray://...``) are left to Ray."""
+    ``auto``, ``local`` and ``ray://...`` are left to Ray; any other address is not one Ray takes."""
+    if address in ("auto", "local") or "://" in address:
+        return
     host, _, port = address.rpartition(":")
-    if host and port.isdigit() and "://" not in host:
-        try:
-            socket.create_connection((host, int(port)), timeout=10).close()
-        except OSError as error:
-            raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+    if not (host and port.isdigit()):
+        raise RayUnavailable(f"{address} is no Ray address: use HOST:PORT, auto or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as error:
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
 
 
 def join_ray(address: str | None, verbose: bool = True) -> None:
@@ -46,7 +57,5 @@ def join_ray(address: str | None, verbose: bool = True) -> None:
         reach_ray(address)
     try:
         ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
-    except ConnectionError as error:
-        raise RayUnavailable(
-            f"cannot join the Ray cluster at {address}: {str(error).strip().splitlines()[0]}"
-        ) from None
+    except (ConnectionError, ValueError) as error:  # ValueError: an address Ray cannot parse
+        raise RayUnavailable(f"cannot join the Ray cluster at {address}: {first_line(error)}") from None

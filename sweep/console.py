@@ -18,7 +18,7 @@ from typing import Any
 from ray import tune
 
 from perturb import NOISES
-from sweep.cli import aggregate_command
+from sweep.cli import aggregate_command, format_table
 from sweep.metrics import parse_noise_metric
 from sweep.specs import TrialSpec
 from sweep.tracking import TrialOutcome, trial_status
@@ -68,11 +68,6 @@ class _Row:
 HEADER = ("trial", "model", "seed", "epoch", "train loss", "test acc %", "status")
 
 
-def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-
-
 class ConsoleProgress(tune.Callback):
     """The progress view of a sweep's trials (trial, model, seed, epoch/total, train loss, last test
     accuracy, status), on the driver. ``interactive``: redraw a table in place (a terminal) rather than
@@ -110,7 +105,7 @@ class ConsoleProgress(tune.Callback):
             return
         for trial in trials:
             self._row(trial)  # a row for every trial, pending until a hook says otherwise
-        lines = _table([HEADER, *(row.cells() for row in self.rows.values())])
+        lines = format_table([HEADER, *(row.cells() for row in self.rows.values())])
         self._print(lines)
         self._drawn_lines, self._drawn_at = len(lines), time.monotonic()
 
@@ -163,11 +158,12 @@ class ConsoleProgress(tune.Callback):
         self._redraw(trials, force=True)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks with the experiment; a resumed sweep draws its view afresh.
-        return {"interactive": self.interactive}
+        # Tune pickles its callbacks with the experiment; a resumed sweep draws its view afresh, for the
+        # console it runs in now (a sweep started in a terminal may go on in a pipe).
+        return {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["interactive"])
+        self.__init__()
 
 
 def _model_label(spec: TrialSpec) -> str:
@@ -198,7 +194,7 @@ def summary_lines(outcomes: Sequence[TrialOutcome]) -> list[str]:
         status = ", ".join(f"{n} {s}" for s, n in statuses.items() if n)
         clean = _mean([float(m["test_acc"]) for m in finished if "test_acc" in m])
         rows.append((label, str(len(group)), clean, *(_mean(by_noise[n]) for n in NOISES), status))
-    return _table(rows)
+    return format_table(rows)
 
 
 def runs_view_url(tracking_uri: str, experiment_id: str, ui_address: str = "http://127.0.0.1:5000") -> str:

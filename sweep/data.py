@@ -11,15 +11,17 @@ import contextlib
 import io
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision import datasets
 
+from sweep.cli import first_line
 from sweep.defaults import DEFAULT_DATA_ROOT
 
-__all__ = ["DEFAULT_DATA_ROOT", "MEAN_STD", "DataUnavailable", "DatasetTensors", "load_dataset", "resolve_data_root"]
+__all__ = ["MEAN_STD", "DataUnavailable", "DatasetTensors", "load_dataset", "load_datasets", "resolve_data_root"]
 
 
 # Per-channel mean and std of the training images in [0, 1].
@@ -133,12 +135,19 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> DatasetT
     except DataUnavailable:
         raise
     except Exception as error:  # noqa: BLE001 - a corrupt or truncated file, a failed checksum, ...
-        text = str(error).strip()
-        reason = text.splitlines()[0] if text else type(error).__name__
         raise DataUnavailable(
-            f"{name} in {root} does not load ({reason}): put {where}, or pass --data-root DIR"
+            f"{name} in {root} does not load ({first_line(error)}): put {where}, or pass --data-root DIR"
         ) from None
     return DatasetTensors(train_images, train_labels, test_images, test_labels)
+
+
+def load_datasets(
+    names: Iterable[str], data_root: str | None, download: bool = True
+) -> dict[str, DatasetTensors | None]:
+    """Each of ``names`` once, in the order given, by :func:`load_dataset` from :func:`resolve_data_root`
+    (``data_root``). Raises DataUnavailable (one line) for the first that cannot be had."""
+    root = resolve_data_root(data_root)
+    return {name: load_dataset(name, root, download=download) for name in dict.fromkeys(names)}
 
 
 def resolve_data_root(explicit: str | None) -> str | Path:

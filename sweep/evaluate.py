@@ -13,7 +13,6 @@ or did not finish, are skipped with a line each.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -110,8 +109,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     from perturb import SUITES
     from sweep.catalog import SWEEPS
-    from sweep.cluster import RayUnavailable
-    from sweep.data import DataUnavailable, load_dataset, resolve_data_root
+    from sweep.cluster import RayUnavailable, ray_address
+    from sweep.data import DataUnavailable, load_datasets
     from sweep.scoring import plan_jobs, score_jobs, score_on_cluster
     from sweep.tracking import log_suite_scores
 
@@ -125,8 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     except StorageError as error:
         raise UsageError(str(error)) from None
     try:
-        root = resolve_data_root(args.data_root)
-        data = {name: load_dataset(name, root) for name in dict.fromkeys(job.spec.dataset for job in jobs)}
+        data = load_datasets((job.spec.dataset for job in jobs), args.data_root)
     except DataUnavailable as error:
         raise UsageError(str(error)) from None
 
@@ -137,15 +135,14 @@ def _run(args: argparse.Namespace) -> int:
         f"sweep {args.sweep}, suite {args.suite}: {len(jobs)} trials to score ({settings} scores), {complete} already scored, {len(skipped)} skipped",
         flush=True,
     )
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(args.address)
     try:
         scores = score_on_cluster(jobs, data, address) if jobs and address else score_jobs(jobs, data)
     except RayUnavailable as error:
         raise UsageError(str(error)) from None
     scored = [job for job in jobs if job.run_id in scores]  # less the trials whose checkpoint did not load
-    for job in scored:
-        log_suite_scores(client, job.run_id, args.suite, job.step, scores[job.run_id])
-    print(f"logged {sum(len(job.settings) for job in scored)} scores to {len(scored)} runs in {tracking_uri}")
+    logged = sum(log_suite_scores(client, job.run_id, args.suite, job.step, scores[job.run_id]) for job in scored)
+    print(f"logged {logged} scores to {len(scored)} runs in {tracking_uri}")
     print(f"next: {aggregate_command(args.sweep, storage.location, tracking_uri, args.suite)}")
     return 0
 

@@ -44,17 +44,22 @@ def epoch_metrics(epoch: int, stats: EpochStats, test_acc: float | None) -> dict
     return {name: metrics[name] for name in EPOCH_METRICS if metrics[name] is not None}
 
 
+def _prefixed(kind: str, suite: str) -> str:
+    """The start of the names of one kind of noise metric: ``kind`` for the paper's suite, ``kind/<suite>``
+    for any other (so that the paper's names stay what they were before other suites existed)."""
+    return kind if suite == PAPER_SUITE else f"{kind}/{suite}"
+
+
 def noise_metric(noise: str, level: float, suite: str = PAPER_SUITE) -> str:
     """The name of the accuracy under one noise setting of ``suite``: ``acc/<noise>/<level>`` for the
     paper's suite, ``acc/<suite>/<noise>/<level>`` for any other."""
-    prefix = "acc" if suite == PAPER_SUITE else f"acc/{suite}"
-    return f"{prefix}/{noise}/{float(level)!r}"
+    return f"{_prefixed('acc', suite)}/{noise}/{float(level)!r}"
 
 
 def parse_noise_metric(name: str, suite: str = PAPER_SUITE) -> tuple[str, float] | None:
     """(noise, level) of a name made by :func:`noise_metric` for ``suite``, None for any other metric."""
     parts = name.split("/")
-    prefix = ["acc"] if suite == PAPER_SUITE else ["acc", suite]
+    prefix = _prefixed("acc", suite).split("/")
     if len(parts) != len(prefix) + 2 or parts[:-2] != prefix:
         return None
     try:
@@ -86,14 +91,15 @@ def noise_curves(scores: dict[str, float], suite: str = PAPER_SUITE) -> list[Noi
         parsed = parse_noise_metric(name, suite)
         if parsed is not None:
             by_noise.setdefault(parsed[0], {})[parsed[1]] = float(value)
-    prefix = "curve" if suite == PAPER_SUITE else f"curve/{suite}"
-    levels_prefix = "curve_levels" if suite == PAPER_SUITE else f"curve_levels/{suite}"
-    return [
-        NoiseCurve(
-            f"{prefix}/{noise}",
-            f"{levels_prefix}/{noise}",
-            tuple(sorted(points)),
-            tuple(points[level] for level in sorted(points)),
+    curves = []
+    for noise, points in by_noise.items():
+        levels = tuple(sorted(points))
+        curves.append(
+            NoiseCurve(
+                f"{_prefixed('curve', suite)}/{noise}",
+                f"{_prefixed('curve_levels', suite)}/{noise}",
+                levels,
+                tuple(points[level] for level in levels),
+            )
         )
-        for noise, points in by_noise.items()
-    ]
+    return curves

@@ -26,6 +26,7 @@ from typing import Any
 
 from ray import tune
 
+from sweep.cli import first_line
 from sweep.metrics import EPOCH_METRICS, parse_noise_metric
 from sweep.specs import TrialSpec
 from sweep.storage import SweepStorage
@@ -98,9 +99,8 @@ class TrackingWriter:
                 self._tracker = None
                 if outage_since is None:
                     outage_since = time.monotonic()
-                    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
                     print(
-                        f"MLflow at {self.tracking_uri} is unavailable ({first_line}): {self.pending()} writes wait, retried in the background; training goes on",
+                        f"MLflow at {self.tracking_uri} is unavailable ({first_line(error)}): {self.pending()} writes wait, retried in the background; training goes on",
                         file=sys.stderr,
                         flush=True,
                     )

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweep.cli import CommandParser, UsageError, run_command
-from sweep.cluster import RayUnavailable, join_ray, ray_running_here, reach_ray
+from sweep.cli import CommandParser, UsageError, format_table, run_command
+from sweep.cluster import RayUnavailable, join_ray, ray_address, ray_running_here, reach_ray
 from sweep.defaults import DEFAULT_DATA_ROOT, DEFAULT_OVERHEAD_BUDGET, PROFILES
 from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_storage
 
@@ -166,7 +166,6 @@ class Plan:
             the trials get GPUs), in the precision it started with for a continued one.
         storage: where Tune keeps the sweep (checked writable when local).
         tracking_uri: the MLflow store (checked reachable, or creatable for an embedded one).
-        artifact_root: where a new experiment in an embedded store keeps its artifacts.
         started: the record of the started sweep (``--resume``, ``--sync``), None for a new one.
         launch_id: the id of the started sweep (``<sweep>.sweep.json``) whose runs this launch writes.
         address: the Ray cluster to join (``--address`` or ``$RAY_ADDRESS``), None for a local Ray.
@@ -178,11 +177,20 @@ class Plan:
     specs: tuple[TrialSpec, ...]
     storage: SweepStorage
     tracking_uri: str
-    artifact_root: Path | None
     started: dict[str, Any] | None
     launch_id: str
     address: str | None
     data: dict[str, DatasetTensors | None] | None
+
+    @property
+    def artifact_root(self) -> Path | None:
+        """Where a new experiment in an embedded store keeps its artifacts."""
+        return self.storage.artifact_root
+
+
+def _started_gpus(started: dict[str, Any]) -> bool:
+    """Whether started sweep ``started`` (its record) chose its precision for GPU trials."""
+    return started.get("gpus", False)
 
 
 def _trial_table(specs: list[TrialSpec] | tuple[TrialSpec, ...]) -> str:
@@ -194,9 +202,7 @@ def _trial_table(specs: list[TrialSpec] | tuple[TrialSpec, ...]) -> str:
         rows.append(
             (spec.key, spec.model.name, h, alpha, spec.dataset, str(spec.seed), str(spec.recipe.epochs), resources)
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines + [f"{len(specs)} trials"])
+    return "\n".join(format_table(rows) + [f"{len(specs)} trials"])
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -288,11 +294,10 @@ def _check_gpus(args: argparse.Namespace, address: str | None) -> None:
 
 def _load_data(specs: list[TrialSpec], data_root: str | None, download: bool) -> dict[str, DatasetTensors | None]:
     """Each data set the trials need, loaded (downloaded first where absent, when ``download``)."""
-    from sweep.data import DataUnavailable, load_dataset, resolve_data_root
+    from sweep.data import DataUnavailable, load_datasets
 
-    root = resolve_data_root(data_root)
     try:
-        return {name: load_dataset(name, root, download=download) for name in dict.fromkeys(s.dataset for s in specs)}
+        return load_datasets((s.dataset for s in specs), data_root, download)
     except DataUnavailable as error:
         raise UsageError(str(error)) from None
 
@@ -304,7 +309,7 @@ def preflight(args: argparse.Namespace) -> Plan:
     nothing else; raises UsageError (one line) at the first problem, before any download."""
     specs = _plan(args, gpus=False)  # the sweep, --seeds, every --set
     _check_options(args)
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(args.address)
     if not args.sync:  # --sync trains nothing: it needs no Ray
         _check_gpus(args, address)
         if address is not None:
@@ -320,7 +325,7 @@ def preflight(args: argparse.Namespace) -> Plan:
     except StorageError as error:
         raise UsageError(str(error)) from None
     if started is not None:
-        specs = _plan(args, started.get("gpus", False))  # the precision it started with
+        specs = _plan(args, _started_gpus(started))  # the precision it started with
         _check_continued(started, specs, storage, tracking_uri)
 
     from sweep.tracking import TrackingUnavailable, check_store
@@ -335,7 +340,6 @@ def preflight(args: argparse.Namespace) -> Plan:
         specs=tuple(specs),
         storage=storage,
         tracking_uri=tracking_uri,
-        artifact_root=storage.artifact_root,
         started=started,
         # Sweeps started before launch ids have none: "".
         launch_id=uuid.uuid4().hex[:12] if started is None else started.get("launch", ""),
@@ -347,7 +351,7 @@ def preflight(args: argparse.Namespace) -> Plan:
 def _dry_run(plan: Plan, args: argparse.Namespace) -> None:
     """Print the trials a launch would run, and the precision they would train in."""
     if plan.started is not None:
-        gpus, specs = plan.started.get("gpus", False), plan.specs
+        gpus, specs = _started_gpus(plan.started), plan.specs
     else:
         import torch
 
@@ -409,17 +413,11 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     if args.gpus == "require" and not gpus:
         _wait_for_gpus(args.gpu_wait)
         gpus = True
-    started = plan.started
-    planned_gpus = gpus if started is None else started.get("gpus", False)  # what the precision was chosen for
-    specs = _plan(args, planned_gpus)
+    if plan.started is None:
+        planned_gpus, specs = gpus, _plan(args, gpus)
+    else:  # in the precision it started with, whatever the cluster now has
+        planned_gpus, specs = _started_gpus(plan.started), list(plan.specs)
     writer, experiment_id = _open_tracking(plan)
-    record = {
-        "sweep": plan.sweep,
-        "tracking_uri": plan.storage.portable(plan.tracking_uri),
-        "trial_keys": [s.key for s in specs],
-        "launch": plan.launch_id,
-        "gpus": planned_gpus,
-    }
     storage = plan.storage
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=plan.data), _trial_resources)
@@ -444,6 +442,13 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     else:
         # A new sweep, or one whose driver stopped after recording it and before Tune saved any state:
         # nothing of it ran, so it starts from the beginning (under the launch id it was recorded with).
+        record = {
+            "sweep": plan.sweep,
+            "tracking_uri": storage.portable(plan.tracking_uri),
+            "trial_keys": [s.key for s in specs],
+            "launch": plan.launch_id,
+            "gpus": planned_gpus,
+        }
         storage.write_record(plan.sweep, record)
         tuner = tune.Tuner(
             trainable,

@@ -5,6 +5,7 @@ the runs of the recipes asked for."""
 from __future__ import annotations
 
 from sweep.catalog import SWEEPS
+from sweep.cli import first_line
 from sweep.tables import UNKNOWN_RECIPE, recipe_id
 from sweep.tracking import TrackingUnavailable, open_client
 
@@ -32,8 +33,7 @@ def read_runs(tracking_uri: str, sweeps: list[str]) -> tuple[list, list[str]]:
     except TrackingUnavailable as error:
         raise RunsUnavailable(str(error)) from None
     except Exception as error:  # noqa: BLE001 - MLflow raises many kinds for a store it cannot read
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RunsUnavailable(f"cannot read the MLflow store {tracking_uri}: {first_line}") from None
+        raise RunsUnavailable(f"cannot read the MLflow store {tracking_uri}: {first_line(error)}") from None
     if not runs:
         raise RunsUnavailable(f"no runs found for {', '.join(sweeps) or 'any sweep'} in {tracking_uri}")
     held = {e.experiment_id for e in experiments if any(r.info.experiment_id == e.experiment_id for r in runs)}

@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from perturb import Perturbation, perturb_test_set, suite_settings
+from sweep.cli import first_line
 from sweep.cluster import join_ray
 from sweep.data import MEAN_STD, DatasetTensors
 from sweep.metrics import noise_metric
 from sweep.specs import TrialSpec
-from sweep.storage import SweepStorage
+from sweep.storage import StorageError, SweepStorage
 
 __all__ = ["ScoringJob", "find_checkpoint", "plan_jobs", "score_jobs", "score_on_cluster"]
 
@@ -42,8 +43,7 @@ def find_checkpoint(storage: SweepStorage, sweep: str, key: str) -> str | None:
     """The ``trial.pt`` of the latest checkpoint Tune kept of trial ``key``, None when it kept none."""
     import pyarrow.fs
 
-    from sweep.checkpoints import checkpoint_names
-    from sweep.trainable import CHECKPOINT_FILE
+    from sweep.checkpoints import CHECKPOINT_FILE, checkpoint_names
 
     filesystem, folder = pyarrow.fs.FileSystem.from_uri(storage.path(f"{sweep}/{key}"))
     names = checkpoint_names(filesystem, folder)
@@ -61,24 +61,19 @@ def _load_model(job: ScoringJob, device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def score_jobs(
-    jobs: list[ScoringJob],
-    data: dict[str, DatasetTensors],
-    device: str | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, dict[Perturbation, float]]:
+def score_jobs(jobs: list[ScoringJob], data: dict[str, DatasetTensors]) -> dict[str, dict[Perturbation, float]]:
     """Accuracy in percent of each job's model on each of its settings: {run id: {setting: accuracy}}.
 
     Jobs that share a test set (data set and test-image cap) are scored together: each distinct noisy
     test set (:meth:`Perturbation.same_images`) is made once and every model that needs it is scored on
-    it. device: ``cuda`` when there is one, else ``cpu``, unless given. A job whose checkpoint does not
-    load (truncated, corrupt) is skipped with one ``progress`` line and has no entry in the result.
-    progress: where each line goes; None prints it at once (a Ray task's output reaches the driver so).
+    it, on ``cuda`` when there is one, else on the CPU. A job whose checkpoint does not load (truncated,
+    corrupt) is skipped with one line and has no entry in the result. Each line is printed at once (a
+    Ray task's output reaches the driver so).
     """
     from sweep.training import Normalizer, capped_test_set, evaluate
 
-    progress = progress or functools.partial(print, flush=True)
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    progress = functools.partial(print, flush=True)
+    target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scores: dict[str, dict[Perturbation, float]] = {}
     groups: dict[tuple[str, int | None], list[ScoringJob]] = {}
     for job in jobs:
@@ -126,8 +121,9 @@ def _load_models(
         try:
             loaded.append((job, _load_model(job, device)))
         except Exception as error:  # noqa: BLE001 - whatever a damaged file raises, this trial alone is skipped
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            progress(f"skipped {job.spec.key}: its checkpoint {job.checkpoint} does not load ({reason})")
+            progress(
+                f"skipped {job.spec.key}: its checkpoint {job.checkpoint} does not load ({first_line(error, 200)})"
+            )
     return loaded
 
 
@@ -175,7 +171,10 @@ def plan_jobs(storage: SweepStorage, sweep: str, suite: str, runs: list) -> tupl
 def _spec_of(storage: SweepStorage, sweep: str, key: str) -> TrialSpec:
     """The spec Tune ran trial ``key`` with (its ``params.json``); ValueError (why, one line) when the
     trial folder has none or it does not parse."""
-    text = storage.read_text(f"{sweep}/{key}/params.json")
+    try:
+        text = storage.read_text(f"{sweep}/{key}/params.json")
+    except StorageError as error:  # unreadable (not UTF-8, say): this trial alone is skipped
+        raise ValueError(str(error)) from None
     if text is None:
         raise ValueError(f"no trial folder with its spec in {storage.path(sweep)}")
     try:

@@ -233,13 +233,17 @@ class TrialSpec:
         return cls.from_dict(config["spec"])
 
     @property
-    def key(self) -> str:
-        """Stable id: readable prefix plus a hash of every field. Equal specs, equal keys, in any process."""
+    def _digest(self) -> str:
+        """A hash of every field: equal specs, equal digests, in any process."""
         canonical = json.dumps(
             {**self.to_dict(), "recipe": self.recipe.hashed_fields()}, sort_keys=True, separators=(",", ":")
         )
-        digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
-        return f"{self.dataset}-{self.model.name}-s{self.seed}-{digest}"
+        return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+    @property
+    def key(self) -> str:
+        """Stable id: readable prefix plus a hash of every field. Equal specs, equal keys, in any process."""
+        return f"{self.dataset}-{self.model.name}-s{self.seed}-{self._digest}"
 
     @property
     def run_name(self) -> str:
@@ -247,8 +251,7 @@ class TrialSpec:
         (``cifar10-WRN-16-10-PP-h1.5-a0.5-s0-<hash>``), so that runs that differ in them read apart."""
         if not self.model.pushpull:
             return self.key
-        prefix = f"{self.dataset}-{self.model.name}"
-        return f"{prefix}-h{self.model.h:g}-a{self.model.alpha:g}{self.key.removeprefix(prefix)}"
+        return f"{self.dataset}-{self.model.name}-h{self.model.h:g}-a{self.model.alpha:g}-s{self.seed}-{self._digest}"
 
     def resources(self, gpus: bool, max_cpus: float) -> dict[str, float]:
         """Ray resources of this trial on a cluster with or without GPUs and ``max_cpus`` CPUs per node."""

@@ -102,9 +102,11 @@ class SweepStorage:
             record = json.loads(text)
         except ValueError as error:
             raise StorageError(f"{self.path(_record_name(sweep))} is damaged: {error}") from None
-        lacking = [key for key in ("tracking_uri", "trial_keys") if not isinstance(record, dict) or key not in record]
-        if lacking:
-            raise StorageError(f"{self.path(_record_name(sweep))} is damaged: it has no {lacking[0]}")
+        for key, kind in (("tracking_uri", str), ("trial_keys", list)):
+            if not isinstance(record, dict) or key not in record:
+                raise StorageError(f"{self.path(_record_name(sweep))} is damaged: it has no {key}")
+            if not isinstance(record[key], kind):
+                raise StorageError(f"{self.path(_record_name(sweep))} is damaged: its {key} is no {kind.__name__}")
         return record
 
     def write_record(self, sweep: str, record: dict) -> None:

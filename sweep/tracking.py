@@ -28,9 +28,11 @@ from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
 from mlflow.exceptions import MlflowException
 
 from perturb import PAPER_SUITE
+from sweep.cli import first_line
 from sweep.metrics import EPOCH_METRICS, noise_curves, noise_metric, parse_noise_metric
 from sweep.specs import TrialSpec
 from sweep.storage import ARTIFACT_FOLDER, folder_problem
@@ -50,6 +52,8 @@ __all__ = [
 
 # URI schemes of MLflow's tracking stores ("": a local path, MLflow's file store; "postgresql+psycopg2": "postgresql").
 TRACKING_SCHEMES = ("", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+FILE_SCHEMES = ("", "file")  # MLflow 3 refuses these stores unless MLFLOW_ALLOW_FILE_STORE is true
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # SQLAlchemy opens them, through a driver of its own
 RESULTS_ARTIFACT = "results.json"
 SUITE_ARTIFACT = "suites/{suite}.json"  # the scores of a suite other than the paper's (sweep.evaluate)
 
@@ -104,11 +108,15 @@ def _check_server(uri: str) -> None:
         ) from None
 
 
+def _scheme(tracking_uri: str) -> str:
+    """The kind of store ``tracking_uri`` names: ``postgresql`` for ``postgresql+psycopg://...``, "" for a path."""
+    return tracking_uri.partition("://")[0].partition("+")[0] if "://" in tracking_uri else ""
+
+
 def _check_scheme(tracking_uri: str) -> None:
     """Raise TrackingUnavailable (one line) for a URI of a kind MLflow has no tracking store for: its own
     client would raise a long exception about the model registry."""
-    scheme = tracking_uri.partition("://")[0].partition("+")[0] if "://" in tracking_uri else ""
-    if scheme not in TRACKING_SCHEMES:
+    if _scheme(tracking_uri) not in TRACKING_SCHEMES:
         raise TrackingUnavailable(
             f"MLflow has no tracking store for {tracking_uri}: use http(s)://HOST:PORT (a tracking server) or "
             "sqlite:///PATH (an embedded store)"
@@ -124,12 +132,15 @@ def open_client(tracking_uri: str) -> MlflowClient:
         _check_server(tracking_uri)
     elif tracking_uri.startswith("sqlite:///"):
         follow_moved_store(Path(tracking_uri.removeprefix("sqlite:///")))
-    return MlflowClient(tracking_uri)
+    try:
+        return MlflowClient(tracking_uri)
+    except (MlflowException, ImportError) as error:  # a refused file store, a database without its driver
+        raise TrackingUnavailable(f"cannot open the MLflow store {tracking_uri}: {first_line(error)}") from None
 
 
-def follow_moved_store(database: Path) -> int:
+def follow_moved_store(database: Path) -> None:
     """Point the experiments of the embedded store ``database`` at the artifact folder beside it, when
-    the store was moved or copied with its storage folder. Returns how many experiments were re-rooted.
+    the store was moved or copied with its storage folder.
 
     MLflow keeps absolute artifact URIs (``file:///<storage>/mlartifacts/<run id>/artifacts``) and has no
     call to change them, so this rewrites the two columns that hold them (``experiments.artifact_location``,
@@ -137,10 +148,10 @@ def follow_moved_store(database: Path) -> int:
     ones sweep.run creates): the old prefix becomes ``<folder of database>/mlartifacts``.
     """
     if not database.is_file():
-        return 0
+        return
     try:
         with contextlib.closing(sqlite3.connect(database)) as connection, connection:
-            return _reroot_experiments(connection, (database.parent / ARTIFACT_FOLDER).resolve().as_uri())
+            _reroot_experiments(connection, (database.parent / ARTIFACT_FOLDER).resolve().as_uri())
     except sqlite3.Error as error:  # a file that is no SQLite database, or one locked or read-only
         raise _unreadable(database, error) from None
 
@@ -159,15 +170,14 @@ def _unreadable(database: Path, error: sqlite3.Error) -> TrackingUnavailable:
     return TrackingUnavailable(f"cannot read the MLflow store sqlite:///{database}: {error}")
 
 
-def _reroot_experiments(connection: sqlite3.Connection, here: str) -> int:
+def _reroot_experiments(connection: sqlite3.Connection, here: str) -> None:
     """:func:`follow_moved_store` on an open store: the experiments of the ``mlartifacts`` folder that is
-    not ``here`` (a URI) are moved to ``here``; returns how many."""
+    not ``here`` (a URI) are moved to ``here``."""
     has_experiments = connection.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'"
     ).fetchone()
     if has_experiments is None:  # an empty file: MLflow makes its tables when it first opens it
-        return 0
-    moved = 0
+        return
     experiments = connection.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
     for experiment_id, location in experiments:
         if location == here or not str(location).endswith(f"/{ARTIFACT_FOLDER}"):
@@ -180,16 +190,14 @@ def _reroot_experiments(connection: sqlite3.Connection, here: str) -> int:
         connection.execute(
             "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (here, experiment_id)
         )
-        moved += 1
-    return moved
 
 
 def check_store(tracking_uri: str) -> None:
     """Raise TrackingUnavailable when the store at ``tracking_uri`` cannot be used, creating nothing: a
     tracking server must answer (:func:`_check_server`); for an embedded ``sqlite:///PATH`` store, the
-    folder of PATH must be creatable and writable and PATH, if it exists, a SQLite database; a URI of another scheme
-    must name a kind of store MLflow has (a database, Databricks, a file store), which MLflow's client then
-    checks."""
+    folder of PATH must be creatable and writable and PATH, if it exists, a SQLite database; a file store
+    must be allowed (MLFLOW_ALLOW_FILE_STORE), a database must have its driver installed; a URI of another
+    scheme must name a kind of store MLflow has (Databricks), which MLflow's client then checks."""
     _check_scheme(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         _check_server(tracking_uri)
@@ -200,6 +208,24 @@ def check_store(tracking_uri: str) -> None:
             raise TrackingUnavailable(f"cannot create the MLflow store {tracking_uri}: {problem}")
         if path.is_file():
             _check_database(path)
+    elif _scheme(tracking_uri) in FILE_SCHEMES and not MLFLOW_ALLOW_FILE_STORE.get():
+        raise TrackingUnavailable(
+            f"MLflow keeps no runs in a file store such as {tracking_uri} unless MLFLOW_ALLOW_FILE_STORE=true: "
+            "use sqlite:///PATH (an embedded store) or http(s)://HOST:PORT (a tracking server)"
+        )
+    elif _scheme(tracking_uri) in DATABASE_SCHEMES:
+        _check_database_driver(tracking_uri)
+
+
+def _check_database_driver(tracking_uri: str) -> None:
+    """Raise TrackingUnavailable (one line) when SQLAlchemy has no driver for the database ``tracking_uri``
+    names; connects to nothing (SQLAlchemy loads the driver when it makes the engine, and connects later)."""
+    import sqlalchemy
+
+    try:
+        sqlalchemy.create_engine(tracking_uri).dispose()
+    except (ImportError, sqlalchemy.exc.ArgumentError) as error:
+        raise TrackingUnavailable(f"cannot open the MLflow store {tracking_uri}: {first_line(error)}") from None
 
 
 def trial_status(error: object, metrics: dict[str, Any]) -> str:
@@ -259,7 +285,8 @@ def log_suite_scores(client: MlflowClient, run_id: str, suite: str, step: int, s
     (the epoch the scored checkpoint ends), so that scoring again changes nothing. The artifact
     :data:`SUITE_ARTIFACT` (every score of the suite the run then holds) is written before the metrics: a
     run that holds the metrics holds the artifact. Returns the number of metrics logged."""
-    held = client.get_run(run_id).data.metrics
+    run = client.get_run(run_id)
+    held = run.data.metrics
     new = {noise_metric(s.noise, s.level, suite): float(a) for s, a in scores.items()}
     new = {name: value for name, value in new.items() if name not in held}
     if not new:
@@ -273,7 +300,7 @@ def log_suite_scores(client: MlflowClient, run_id: str, suite: str, step: int, s
     client.log_dict(run_id, {"suite": suite, "rows": rows}, SUITE_ARTIFACT.format(suite=suite))
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(name, value, now, step) for name, value in new.items()])
-    _log_curves(client, client.get_run(run_id), every, suite)
+    _log_curves(client, run, every, suite)  # the run as read above: only metrics were logged since
     return len(new)
 
 
@@ -300,8 +327,7 @@ class Tracker:
         try:
             self.experiment_id = self._experiment(artifact_root)
         except MlflowException as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise TrackingUnavailable(f"cannot open the MLflow store {tracking_uri}: {first_line}") from None
+            raise TrackingUnavailable(f"cannot open the MLflow store {tracking_uri}: {first_line(error)}") from None
 
     def _experiment(self, artifact_root: Path | None) -> str:
         experiment = self.client.get_experiment_by_name(self.sweep)

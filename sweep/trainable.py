@@ -20,6 +20,7 @@ import torch
 from ray import tune
 
 from models import build_model
+from sweep.checkpoints import CHECKPOINT_FILE
 from sweep.data import MEAN_STD, DatasetTensors
 from sweep.defaults import DEFAULT_OVERHEAD_BUDGET
 from sweep.health import HealthMonitor
@@ -36,9 +37,7 @@ from sweep.training import (
     train_epoch,
 )
 
-__all__ = ["CHECKPOINT_FILE", "restore_trial_state", "save_trial_state", "train_trial"]
-
-CHECKPOINT_FILE = "trial.pt"
+__all__ = ["restore_trial_state", "save_trial_state", "train_trial"]
 
 
 def _save_checkpoint(directory: str, state: dict[str, Any]) -> None:

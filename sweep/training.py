@@ -69,7 +69,7 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
 class EpochStats:
     """One epoch of training: mean loss, accuracy in percent, images seen, wall-clock seconds, the loss
     of every step in order (``step_losses``, one float per optimizer step: what the health monitor judges;
-    see ``sweep.health``), the learning rate of its last step and its number of optimizer steps."""
+    see ``sweep.health``) and the learning rate of its last step."""
 
     loss: float
     accuracy: float
@@ -77,7 +77,6 @@ class EpochStats:
     seconds: float
     step_losses: tuple[float, ...]
     lr: float
-    steps: int
 
     @property
     def images_per_second(self) -> float:
@@ -233,7 +232,6 @@ def train_epoch(
         seconds=time.perf_counter() - start,
         step_losses=tuple(step_losses.tolist()),  # one device->host copy per epoch
         lr=optimizer.param_groups[0]["lr"],
-        steps=len(batches),
     )
 
 

@@ -11,7 +11,7 @@ from tests.datasets import write_mnist
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # The tests choose their stores, data and cluster themselves: a user's defaults must not leak in.
-for variable in ("MLFLOW_TRACKING_URI", "SWEEP_STORAGE", "SWEEP_DATA_ROOT", "RAY_ADDRESS"):
+for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "SWEEP_STORAGE", "SWEEP_DATA_ROOT", "RAY_ADDRESS"):
     os.environ.pop(variable, None)
 
 

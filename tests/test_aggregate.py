@@ -36,7 +36,7 @@ def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED", accur
     """What sweep.run logs for a trial that trained 3 epochs, through the same Tracker."""
     tracker.open_run(spec)
     for epoch in (1, 2, 3):
-        stats = EpochStats(loss=1 / epoch, accuracy=50.0, images=10, seconds=1.0, step_losses=(), lr=0.1, steps=1)
+        stats = EpochStats(loss=1 / epoch, accuracy=50.0, images=10, seconds=1.0, step_losses=(), lr=0.1)
         result = epoch_metrics(epoch, stats, test_acc=0.0)
         if epoch == 3:
             result["test_acc"] = accuracy(spec, "clean", 0)

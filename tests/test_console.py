@@ -1,13 +1,14 @@
 """What a person sees of a sweep: the piped console, the summary, and the MLflow runs (curves by noise
 level, params, names); and a store that can be moved."""
 
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
 import pytest
 
-from perturb import noise_suite
+from perturb import NOISES, noise_suite
 from sweep.catalog import build_sweep
 from sweep.cli import aggregate_command
 from sweep.console import ConsoleProgress, next_commands, runs_view_url, summary_lines
@@ -15,9 +16,6 @@ from sweep.metrics import noise_curves, noise_metric, parse_noise_metric
 from sweep.run import main
 from sweep.tracking import TrialOutcome, log_suite_scores
 from tests.stores import copy_store
-
-PROJECT = Path(__file__).resolve().parents[1]
-NOISES = ("gaussian", "speckle", "poisson")
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +128,13 @@ def test_on_a_terminal_the_progress_is_one_table_redrawn_in_place(capsys):
     ]
 
 
+def test_a_resumed_sweep_works_out_its_console_afresh():
+    """Tune pickles its callbacks with the experiment and Tuner.restore brings them back: a sweep started
+    in a terminal and resumed with its output in a file (not a terminal, as under pytest) prints lines."""
+    restored = pickle.loads(pickle.dumps(ConsoleProgress(interactive=True)))
+    assert restored.interactive is False and restored.rows == {}
+
+
 def test_runs_view_url_is_on_the_tracking_server_or_on_mlflow_ui():
     ml = "?workflowType=machine_learning"
     assert runs_view_url("http://tracker:5000/", "7") == f"http://tracker:5000/#/experiments/7/runs{ml}"
@@ -199,7 +204,9 @@ def test_a_store_moved_elsewhere_keeps_its_artifacts_and_its_sweep_continues_the
     assert main(["lenet", "--profile", "smoke", "--storage", str(copy), "--data-root", str(data), "--sync"]) == 0
     capsys.readouterr()
     client = client_of(copy)
-    for run in runs_of(copy):
+    runs = runs_of(copy)
+    assert len(runs) == 8
+    for run in runs:
         assert run.info.artifact_uri.startswith((copy / "mlartifacts").as_uri() + "/")
         local = client.download_artifacts(run.info.run_id, "results.json", str(tmp_path))
         assert Path(local).read_text().startswith("{")

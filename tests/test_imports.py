@@ -122,7 +122,6 @@ def graph() -> dict[str, dict[str, int]]:
 
 def test_the_graph_covers_every_module_of_the_project_packages(graph):
     assert {"models", "models.pushpull", "perturb.noise", "sweep.run", "sweep.training"} <= set(graph)
-    assert all(name.split(".")[0] in PACKAGES for name in graph)
     assert "models.pushpull" in graph["models.wrn"]  # (imports inside functions: see the fake packages below)
 
 

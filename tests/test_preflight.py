@@ -3,7 +3,6 @@ one line on stderr and exit status 2, with and without --dry-run, and creates no
 no MLflow store, no data folder)."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from sweep import run
 from sweep.catalog import build_sweep
 from sweep.tracking import TrialOutcome, reconcile_results
 from tests.datasets import write_mnist
+from tests.processes import free_ports
 
 PROJECT = Path(__file__).resolve().parents[1]
 MNIST_FILES = (
@@ -41,12 +41,6 @@ def no_download(monkeypatch):
 
 def listing(folder: Path) -> list[str]:
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def fails_with_one_line(capsys, tmp_path: Path, args: list[str], message: str) -> None:
@@ -145,6 +139,17 @@ def test_a_read_only_storage_folder_stops(tmp_path, capsys, mnist_root, dry):
             id="server-url-that-does-not-parse",
         ),
         pytest.param(
+            "file://{tmp}/mlruns",
+            "MLflow keeps no runs in a file store such as {uri} unless MLFLOW_ALLOW_FILE_STORE=true: use "
+            "sqlite:///PATH (an embedded store) or http(s)://HOST:PORT (a tracking server)",
+            id="file-store",
+        ),
+        pytest.param(
+            "mssql+pyodbc://user@127.0.0.1/db",
+            "cannot open the MLflow store {uri}: No module named 'pyodbc'",
+            id="database-without-its-driver",
+        ),
+        pytest.param(
             "foo://bar",
             "MLflow has no tracking store for foo://bar: use http(s)://HOST:PORT (a tracking server) or "
             "sqlite:///PATH (an embedded store)",
@@ -154,7 +159,7 @@ def test_a_read_only_storage_folder_stops(tmp_path, capsys, mnist_root, dry):
 )
 def test_an_unusable_tracking_store_stops(tmp_path, capsys, mnist_root, dry, uri, message):
     (tmp_path / "file").write_text("not a folder")
-    uri = uri.format(tmp=tmp_path, port=free_port())
+    uri = uri.format(tmp=tmp_path, port=free_ports(1)[0])
     args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
     fails_with_one_line(capsys, tmp_path, args, message.format(uri=uri, tmp=tmp_path))
 
@@ -169,6 +174,7 @@ def test_an_unusable_tracking_store_stops(tmp_path, capsys, mnist_root, dry, uri
         (["--gpu-wait", "-1"], "--gpu-wait must be >= 0, got -1"),
         (["--max-failures", "-2"], "--max-failures must be >= 0 (or -1: without limit), got -2"),
         (["--address", "127.0.0.1:{port}"], "cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused"),
+        (["--address", "localhost"], "localhost is no Ray address: use HOST:PORT, auto or ray://HOST:PORT"),
         (["--resume", "--sync"], "--resume already delivers what MLflow lacks: use --resume or --sync, not both"),
         (["--resume"], "nothing to continue: no sweep 'lenet' in {tmp}/store"),
     ],
@@ -179,12 +185,13 @@ def test_an_unusable_tracking_store_stops(tmp_path, capsys, mnist_root, dry, uri
         "gpu-wait",
         "max-failures",
         "address",
+        "address-without-port",
         "resume-sync",
         "resume",
     ],
 )
 def test_impossible_options_stop(tmp_path, capsys, mnist_root, dry, option, message):
-    port = free_port()
+    port = free_ports(1)[0]
     option = [text.format(port=port) for text in option]
     args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(mnist_root), *option, *dry]
     fails_with_one_line(capsys, tmp_path, args, message.format(port=port, tmp=tmp_path))

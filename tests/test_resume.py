@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from models import build_model
 from sweep import trainable
 from sweep.catalog import build_sweep
+from sweep.checkpoints import CHECKPOINT_FILE
 from sweep.data import load_dataset
 from sweep.health import HealthMonitor
 from sweep.metrics import EPOCH_METRICS, parse_noise_metric
-from sweep.trainable import CHECKPOINT_FILE, restore_trial_state, save_trial_state, train_trial
+from sweep.trainable import restore_trial_state, save_trial_state, train_trial
 from sweep.training import make_optimizer
 from tests.datasets import write_mnist
 
