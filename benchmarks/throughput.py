@@ -27,8 +27,8 @@ CPU): there the models train at the sweep's batches (128; scoring 1000 for LeNet
 ``--steps`` defaults to 10. On a CPU the WRNs run at small batches (WRN-16-4 16 / 32, WRN-28-10 4 / 8, as
 printed) and ``--steps`` defaults to 1, so that the run takes minutes (2 idle cores: about 5; ``--quick``,
 one timed block, fewer packing steps and a smaller Tune data set: about 1.5; a busy machine takes several
-times as long). The trials of parts 4 and 5 run in bf16 on a GPU and in fp32 on a CPU, as ``sweep.run``
-picks.
+times as long). The LeNet trials of parts 4 and 5 run in the precision ``sweep.run`` gives them
+(``sweep.precision``: fp32, on a GPU too).
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ from models import ModelSpec, build_model
 from sweep.catalog import build_sweep
 from sweep.data import MEAN_STD, DatasetTensors
 from sweep.defaults import DEFAULT_OVERHEAD_BUDGET
+from sweep.devices import device_for
+from sweep.precision import default_precision
 from sweep.specs import PRECISIONS, default_recipe
 from sweep.training import Normalizer, autocast, make_optimizer
 
@@ -328,14 +330,15 @@ def tune_trial(data: DatasetTensors, cuda: bool, budget: float, storage: str) ->
     record of it, one row per epoch."""
     from ray import tune
 
+    from sweep.data import share_datasets
     from sweep.trainable import train_trial
 
     spec = build_sweep("lenet")[0]
-    recipe = dataclasses.replace(spec.recipe, epochs=6, milestones=(), precision="bf16" if cuda else "fp32")
+    recipe = dataclasses.replace(spec.recipe, epochs=6, milestones=(), precision=default_precision(spec.model, cuda)[0])
     spec = dataclasses.replace(spec, recipe=recipe)
     resources = {"cpu": 1, "gpu": 0.25} if cuda else {"cpu": 2}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(train_trial, data={"mnist": data}), resources),
+        tune.with_resources(tune.with_parameters(train_trial, datasets=share_datasets({"mnist": data})), resources),
         param_space={"spec": spec.to_dict(), "gpus": cuda, "node_cpus": 2, "overhead_budget": budget},
         run_config=tune.RunConfig(
             storage_path=storage,
@@ -460,7 +463,7 @@ def main() -> None:
         help="one timed block in place of three, fewer packing steps, a smaller Tune data set",
     )
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_for(None)  # outside Ray: the first GPU torch can use, else the CPU
     steps = args.steps or (10 if device.type == "cuda" else 1)
     blocks = 1 if args.quick else 3
     began = time.perf_counter()
@@ -479,7 +482,8 @@ def main() -> None:
     report["pushpull_overhead"] = overhead_ratios(report["throughput"])
 
     print("4. LeNet packing", flush=True)
-    report["packing_precision"] = "bf16" if device.type == "cuda" else "fp32"  # what sweep.run picks
+    lenet = build_sweep("lenet")[0].model
+    report["packing_precision"] = default_precision(lenet, gpus=device.type == "cuda")[0]  # what sweep.run picks
     report["packing_steps"] = 100 * steps
     report["packing"] = packing(device, report["packing_precision"], report["packing_steps"], blocks)
 

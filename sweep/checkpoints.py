@@ -47,9 +47,10 @@ def checkpoint_names(filesystem: pyarrow.fs.FileSystem, trial_folder: str) -> li
 
 def read_checkpoint(filesystem: pyarrow.fs.FileSystem, path: str) -> dict[str, Any]:
     """The state in checkpoint file ``path`` on ``filesystem`` (see sweep.trainable.save_trial_state), its
-    tensors on the CPU. Raises what torch.load raises for a truncated or corrupt file."""
+    tensors on the CPU. Raises what torch.load raises for a truncated or corrupt file, and for one that holds
+    anything but tensors and plain values (``weights_only``: a checkpoint on shared storage runs no code)."""
     with filesystem.open_input_stream(path) as stream:
-        return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
 
 
 def _loads(filesystem: pyarrow.fs.FileSystem, path: str) -> bool:

@@ -19,9 +19,10 @@ from ray import tune
 
 from perturb import NOISES
 from sweep.cli import aggregate_command, format_table
+from sweep.devices import DEVICE_ERROR
 from sweep.metrics import parse_noise_metric
 from sweep.specs import TrialSpec
-from sweep.tracking import TrialOutcome, trial_status
+from sweep.tracking import TrialOutcome, failure_reason, trial_status
 
 __all__ = [
     "ConsoleProgress",
@@ -140,6 +141,8 @@ class ConsoleProgress(tune.Callback):
         reason = ""
         if row.status == "diverged":
             reason = f": {trial.last_result.get('health_reason', '')}"
+        elif row.status == "failed" and DEVICE_ERROR in (trial.last_result or {}):
+            reason = f": {failure_reason(None, trial.last_result)}"
         elif row.status == "failed" and getattr(trial, "error_file", None):
             reason = f": see {trial.error_file}"
         self._line(row, f"{row.status}{reason}")

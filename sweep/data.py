@@ -1,8 +1,9 @@
 """Data sets as whole uint8 tensors, loaded through torchvision's own dataset classes.
 
-The driver loads each data set once and hands the tensors to every trial through Ray's object store, so
-trials (and cluster workers) never touch the data folder: a missing data set stops the sweep before any
-trial starts.
+The driver loads each data set once and puts it into Ray's object store once (:func:`share_datasets`);
+a trial fetches the one data set it trains on (:func:`fetch_dataset`), without a copy where it runs on the
+CPU. Trials (and cluster workers) never touch the data folder: a missing data set stops the sweep before
+any trial starts.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import contextlib
 import io
 import os
 import shutil
+import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision import datasets
@@ -21,7 +24,16 @@ from torchvision import datasets
 from sweep.cli import first_line
 from sweep.defaults import DEFAULT_DATA_ROOT
 
-__all__ = ["MEAN_STD", "DataUnavailable", "DatasetTensors", "load_dataset", "load_datasets", "resolve_data_root"]
+__all__ = [
+    "MEAN_STD",
+    "DataUnavailable",
+    "DatasetTensors",
+    "fetch_dataset",
+    "load_dataset",
+    "load_datasets",
+    "resolve_data_root",
+    "share_datasets",
+]
 
 
 # Per-channel mean and std of the training images in [0, 1].
@@ -52,6 +64,36 @@ class DatasetTensors:
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
+
+    def test_only(self) -> DatasetTensors:
+        """The test split with an empty training split: what scoring needs. New empty tensors, not
+        ``[:0]`` views, which would pickle the whole training storage along."""
+        return DatasetTensors(
+            train_images=torch.empty((0, *self.train_images.shape[1:]), dtype=self.train_images.dtype),
+            train_labels=torch.empty(0, dtype=self.train_labels.dtype),
+            test_images=self.test_images,
+            test_labels=self.test_labels,
+        )
+
+
+def share_datasets(data: dict[str, DatasetTensors]) -> dict[str, Any]:
+    """Put each data set into Ray's object store once: {name: ObjectRef}. A trial that is handed the whole
+    dict (small: references only) fetches the one data set it needs with :func:`fetch_dataset`. The
+    tensors go in as numpy arrays, which Ray hands to every process of a node without a copy."""
+    import ray
+
+    return {name: ray.put({f.name: getattr(t, f.name).numpy() for f in fields(t)}) for name, t in data.items()}
+
+
+def fetch_dataset(reference: Any) -> DatasetTensors:
+    """The data set behind a reference of :func:`share_datasets`, its tensors read-only views of Ray's
+    shared memory (training reads batches out of them; nothing writes to a data set)."""
+    import ray
+
+    arrays = ray.get(reference)
+    with warnings.catch_warnings():  # torch warns that the arrays are read-only: they are meant to be
+        warnings.simplefilter("ignore", UserWarning)
+        return DatasetTensors(**{name: torch.from_numpy(array) for name, array in arrays.items()})
 
 
 def _as_tensors(split: datasets.VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -111,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     from sweep.catalog import SWEEPS
     from sweep.cluster import RayUnavailable, ray_address
     from sweep.data import DataUnavailable, load_datasets
+    from sweep.devices import device_for
     from sweep.scoring import plan_jobs, score_jobs, score_on_cluster
     from sweep.tracking import log_suite_scores
 
@@ -137,7 +138,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     address = ray_address(args.address)
     try:
-        scores = score_on_cluster(jobs, data, address) if jobs and address else score_jobs(jobs, data)
+        scores = score_on_cluster(jobs, data, address) if jobs and address else score_jobs(jobs, data, device_for(None))
     except RayUnavailable as error:
         raise UsageError(str(error)) from None
     scored = [job for job in jobs if job.run_id in scores]  # less the trials whose checkpoint did not load

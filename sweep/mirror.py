@@ -181,7 +181,8 @@ class TrackingCallback(tune.Callback):
         self.writer.submit("open_run", self._spec(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.writer.submit("log_result", self._spec(trial), tracked(result))
+        if "epoch" in result:  # not a trial's report that it cannot use its GPU (it trained no epoch)
+            self.writer.submit("log_result", self._spec(trial), tracked(result))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # The worker died; Tune restarts the trial from its last checkpoint, into the same run.

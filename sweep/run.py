@@ -12,6 +12,7 @@ and argument errors answer at once: torch, Ray and MLflow load after the argumen
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_s
 
 if TYPE_CHECKING:
     from sweep.data import DatasetTensors
+    from sweep.gpus import GpuProbe, GpuSurvey
     from sweep.mirror import TrackingWriter
     from sweep.specs import TrialSpec
     from sweep.tracking import TrialOutcome
@@ -171,6 +173,9 @@ class Plan:
         address: the Ray cluster to join (``--address`` or ``$RAY_ADDRESS``), None for a local Ray.
         data: each data set the trials need, loaded; None with ``--sync`` (which trains nothing), and a data
             set is None in a dry run when only its archives are there (a launch extracts them).
+        survey: the GPUs of the cluster joined at ``address`` (or of the Ray running here); None for a local
+            Ray (the launch starts it), ``--gpus none`` and ``--sync``.
+        probe: what a task found on one of the cluster's live GPU nodes; None when it has none.
     """
 
     sweep: str
@@ -181,6 +186,8 @@ class Plan:
     launch_id: str
     address: str | None
     data: dict[str, DatasetTensors | None] | None
+    survey: GpuSurvey | None = None
+    probe: GpuProbe | None = None
 
     @property
     def artifact_root(self) -> Path | None:
@@ -188,20 +195,23 @@ class Plan:
         return self.storage.artifact_root
 
 
-def _started_gpus(started: dict[str, Any]) -> bool:
-    """Whether started sweep ``started`` (its record) chose its precision for GPU trials."""
-    return started.get("gpus", False)
+def _started_gpus(started: dict[str, Any]) -> tuple[bool, tuple[int, int] | None]:
+    """Whether started sweep ``started`` (its record) planned GPU trials, and the compute capability of the
+    GPUs it planned their precision for (None: not probed)."""
+    capability = started.get("gpu_capability")
+    return started.get("gpus", False), None if capability is None else tuple(capability)
 
 
 def _trial_table(specs: list[TrialSpec] | tuple[TrialSpec, ...]) -> str:
-    rows = [("trial key", "model", "h", "alpha", "dataset", "seed", "epochs", "resources (GPU cluster / CPU only)")]
+    rows = [
+        ("trial key", "model", "h", "alpha", "dataset", "seed", "epochs", "precision", "resources (GPU / CPU only)")
+    ]
     for spec in specs:
         gpu, cpu = spec.resources(True, 2), spec.resources(False, 2)
         resources = f"{gpu['cpu']:g} CPU + {gpu['gpu']:g} GPU / {cpu['cpu']:g} CPU"
         h, alpha = ("-", "-") if not spec.model.pushpull else (f"{spec.model.h:g}", f"{spec.model.alpha:g}")
-        rows.append(
-            (spec.key, spec.model.name, h, alpha, spec.dataset, str(spec.seed), str(spec.recipe.epochs), resources)
-        )
+        seed, epochs = str(spec.seed), str(spec.recipe.epochs)
+        rows.append((spec.key, spec.model.name, h, alpha, spec.dataset, seed, epochs, spec.recipe.precision, resources))
     return "\n".join(format_table(rows) + [f"{len(specs)} trials"])
 
 
@@ -217,20 +227,43 @@ def _trial_resources(config: dict[str, Any]) -> dict[str, float]:
     return TrialSpec.from_config(config).resources(config["gpus"], config["node_cpus"])
 
 
-def _plan(args: argparse.Namespace, gpus: bool) -> list[TrialSpec]:
-    """The trials of the sweep asked for; in bf16 when they get GPUs (``gpus``), unless ``--set precision=``."""
+def _plan(args: argparse.Namespace, gpus: bool, capability: tuple[int, int] | None = None) -> list[TrialSpec]:
+    """The trials of the sweep asked for, each in the precision :func:`_precision` gives it for trials that
+    get GPUs (``gpus``) of compute ``capability`` (None: not known)."""
     from sweep.catalog import SWEEPS, build_sweep
-    from sweep.specs import parse_override
 
     if args.sweep is None:
         raise UsageError(f"name a sweep: {', '.join(SWEEPS)} (or --list)")
     try:
-        overrides = [(None, "precision", "bf16" if gpus else "fp32")] + [
-            parse_override(text) for text in args.overrides
-        ]
-        return build_sweep(args.sweep, profile=args.profile, seeds=args.seeds, overrides=overrides)
+        overrides = _overrides(args)
+        specs = build_sweep(args.sweep, profile=args.profile, seeds=args.seeds, overrides=overrides)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    return [
+        dataclasses.replace(
+            spec, recipe=dataclasses.replace(spec.recipe, precision=_precision(spec, overrides, gpus, capability)[0])
+        )
+        for spec in specs
+    ]
+
+
+def _overrides(args: argparse.Namespace) -> list[tuple[str | None, str, Any]]:
+    from sweep.specs import parse_override
+
+    return [parse_override(text) for text in args.overrides]
+
+
+def _precision(
+    spec: TrialSpec, overrides: list[tuple[str | None, str, Any]], gpus: bool, capability: tuple[int, int] | None
+) -> tuple[str, str]:
+    """(precision, why) of ``spec``'s trial: a ``--set precision=`` for its architecture, else the measured
+    default (sweep.precision)."""
+    from sweep.precision import default_precision
+
+    chosen = [value for arch, key, value in overrides if key == "precision" and arch in (None, spec.model.arch)]
+    if chosen:
+        return chosen[-1], "--set precision"
+    return default_precision(spec.model, gpus, capability)
 
 
 def _started_record(storage: SweepStorage, sweep: str, continued: bool) -> dict[str, Any] | None:
@@ -282,11 +315,12 @@ def _check_gpus(args: argparse.Namespace, address: str | None) -> None:
     GPU workers that no autoscaler adds."""
     if args.gpus != "require" or address is not None or ray_running_here():
         return
-    import torch
+    from sweep.devices import cuda_problem
 
-    if not torch.cuda.is_available():
+    problem = cuda_problem()
+    if problem is not None:
         raise UsageError(
-            "--gpus require makes every trial ask for a GPU, and this machine has none (torch sees no CUDA GPU) "
+            f"--gpus require makes every trial ask for a GPU, and torch cannot use one on this machine ({problem.why}) "
             "for the local Ray the trials would run on: use --gpus auto or none, or join a cluster with GPU "
             "workers (--address)"
         )
@@ -325,7 +359,7 @@ def preflight(args: argparse.Namespace) -> Plan:
     except StorageError as error:
         raise UsageError(str(error)) from None
     if started is not None:
-        specs = _plan(args, _started_gpus(started))  # the precision it started with
+        specs = _plan(args, *_started_gpus(started))  # the precision it started with
         _check_continued(started, specs, storage, tracking_uri)
 
     from sweep.tracking import TrackingUnavailable, check_store
@@ -334,6 +368,7 @@ def preflight(args: argparse.Namespace) -> Plan:
         check_store(tracking_uri)
     except TrackingUnavailable as error:
         raise UsageError(str(error)) from None
+    survey, probe = (None, None) if args.sync else _survey_cluster(args, address)
     data = None if args.sync else _load_data(specs, args.data_root, download=not args.dry_run)
     return Plan(
         sweep=args.sweep,
@@ -345,23 +380,69 @@ def preflight(args: argparse.Namespace) -> Plan:
         launch_id=uuid.uuid4().hex[:12] if started is None else started.get("launch", ""),
         address=address,
         data=data,
+        survey=survey,
+        probe=probe,
     )
+
+
+def _survey_cluster(args: argparse.Namespace, address: str | None) -> tuple[GpuSurvey | None, GpuProbe | None]:
+    """Join the cluster at ``address`` (or use the Ray running here) and see what GPUs its trials can get:
+    (its GPUs, what a task found on one live GPU node). A GPU that torch cannot use there stops the sweep
+    here, with the one line a trial would fail with. (None, None) for a local Ray, which the launch
+    starts, and with ``--gpus none``."""
+    if args.gpus == "none" or (address is None and not ray_running_here()):
+        return None, None
+    import ray
+
+    from sweep.gpus import probe_gpu_node, survey_gpus
+
+    if not ray.is_initialized():
+        try:
+            join_ray(address, verbose=args.verbose)
+        except RayUnavailable as error:
+            raise UsageError(str(error)) from None
+    survey = survey_gpus()
+    probe = probe_gpu_node() if survey.live else None
+    if probe is not None and probe.problem is not None:
+        raise UsageError(
+            f"a task on the cluster's GPU node {probe.node} {probe.problem}; so would every GPU trial (--gpus none: "
+            "CPUs only)"
+        )
+    return survey, probe
+
+
+def _gpus_planned(args: argparse.Namespace, survey: GpuSurvey) -> bool:
+    """Whether the trials ask for GPUs: always with ``--gpus require``, with ``auto`` when the cluster has
+    GPUs now or its autoscaler can add some."""
+    return args.gpus == "require" or (args.gpus == "auto" and survey.any)
 
 
 def _dry_run(plan: Plan, args: argparse.Namespace) -> None:
-    """Print the trials a launch would run, and the precision they would train in."""
+    """Print the trials a launch would run, whether they get GPUs and what that was planned from, and the
+    precision of each and why."""
+    capability = plan.probe.capability if plan.probe else None
     if plan.started is not None:
-        gpus, specs = _started_gpus(plan.started), plan.specs
+        (gpus, capability), source = _started_gpus(plan.started), "the record of the started sweep"
+    elif plan.survey is not None:
+        gpus, source = _gpus_planned(args, plan.survey), f"the cluster: {plan.survey.describe()}"
+        if plan.probe is not None:
+            source += f"; a task on {plan.probe.node} found {plan.probe.name} (compute capability {capability[0]}.{capability[1]})"
     else:
-        import torch
+        from sweep.devices import cuda_problem
 
-        # As far as this machine can tell without starting Ray.
-        gpus = args.gpus == "require" or (args.gpus == "auto" and torch.cuda.is_available())
-        specs = _plan(args, gpus)
+        problem = cuda_problem() if args.gpus == "auto" else None
+        gpus = args.gpus == "require" or (args.gpus == "auto" and problem is None)
+        source = "this machine, for a local Ray" + (f" (no GPU: {problem.why})" if problem else "")
+    specs = list(plan.specs) if plan.started is not None else _plan(args, gpus, capability)
     print(_trial_table(specs))
-    print(
-        f"precision {'bf16' if gpus else 'fp32'} unless --set precision=: {'GPU' if gpus else 'no GPU'} trials, as far as this machine tells (--gpus {args.gpus})"
-    )
+    print(f"{'GPU' if gpus else 'CPU-only'} trials (--gpus {args.gpus}), planned from {source}")
+    reasons: dict[tuple[str, str], list[str]] = {}
+    overrides = _overrides(args)
+    for spec in specs:
+        precision, why = _precision(spec, overrides, gpus, capability)
+        reasons.setdefault((precision, why), []).append(spec.model.name)
+    for (precision, why), models in reasons.items():
+        print(f"precision {precision} for {', '.join(dict.fromkeys(models))}: {why}")
 
 
 def _open_tracking(plan: Plan) -> tuple[TrackingWriter, str]:
@@ -401,26 +482,30 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     from ray import tune
 
     from sweep.checkpoints import mend_lost_checkpoints
+    from sweep.data import share_datasets
+    from sweep.gpus import GpuSurvey, survey_gpus
     from sweep.mirror import TrackingCallback
-    from sweep.trainable import train_trial
+    from sweep.trainable import NoRetryOnDeviceError, train_trial
 
     if not ray.is_initialized():
         try:
             join_ray(plan.address, verbose=args.verbose)
         except RayUnavailable as error:
             raise UsageError(str(error)) from None
-    gpus = args.gpus != "none" and ray.cluster_resources().get("GPU", 0) > 0
-    if args.gpus == "require" and not gpus:
-        _wait_for_gpus(args.gpu_wait)
-        gpus = True
+    survey = plan.survey or (survey_gpus() if args.gpus != "none" else GpuSurvey(0, 0))
+    gpus = _gpus_planned(args, survey)
+    if gpus and not ray.cluster_resources().get("GPU", 0):
+        _wait_for_gpus(args.gpu_wait, args.gpus)
+    capability = plan.probe.capability if plan.probe else None
     if plan.started is None:
-        planned_gpus, specs = gpus, _plan(args, gpus)
+        specs = _plan(args, gpus, capability)
     else:  # in the precision it started with, whatever the cluster now has
-        planned_gpus, specs = _started_gpus(plan.started), list(plan.specs)
+        specs = list(plan.specs)
     writer, experiment_id = _open_tracking(plan)
     storage = plan.storage
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
-    trainable = tune.with_resources(tune.with_parameters(train_trial, data=plan.data), _trial_resources)
+    datasets = share_datasets(plan.data)  # each once into the object store; a trial fetches its own
+    trainable = tune.with_resources(tune.with_parameters(train_trial, datasets=datasets), _trial_resources)
     param_space = {
         "spec": tune.grid_search([spec.to_dict() for spec in specs]),
         "gpus": gpus,
@@ -447,7 +532,8 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
             "tracking_uri": storage.portable(plan.tracking_uri),
             "trial_keys": [s.key for s in specs],
             "launch": plan.launch_id,
-            "gpus": planned_gpus,
+            "gpus": gpus,
+            "gpu_capability": None if capability is None else list(capability),
         }
         storage.write_record(plan.sweep, record)
         tuner = tune.Tuner(
@@ -463,7 +549,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
                 storage_path=storage.location,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[TrackingCallback(plan.sweep), ConsoleProgress()],
+                callbacks=[NoRetryOnDeviceError(args.max_failures), TrackingCallback(plan.sweep), ConsoleProgress()],
                 verbose=None if args.verbose else 0,
             ),
         )
@@ -493,20 +579,20 @@ def _deliver(writer: TrackingWriter, args: argparse.Namespace, code: int) -> int
     return code or EXIT_WRITES_WAIT
 
 
-def _wait_for_gpus(seconds: float) -> None:
+def _wait_for_gpus(seconds: float, mode: str) -> None:
     """Wait for GPU workers to join (an autoscaler starting them), or stop with one line: a trial that
     asks for a GPU the cluster will never have would wait forever."""
     import ray
 
     deadline = time.monotonic() + seconds
-    print(f"waiting up to {seconds:g} s for GPU workers to join the Ray cluster (--gpus require)", flush=True)
+    print(f"waiting up to {seconds:g} s for GPU workers to join the Ray cluster (--gpus {mode})", flush=True)
     while time.monotonic() < deadline:
         if ray.cluster_resources().get("GPU", 0) > 0:
             return
-        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     raise UsageError(
-        f"no GPU joined the Ray cluster in {seconds:g} s, and --gpus require makes every trial ask for one: "
-        "start GPU workers (min_workers of the GPU node type in cluster.yaml) or use --gpus auto"
+        f"no GPU joined the Ray cluster in {seconds:g} s, and --gpus {mode} makes every trial ask for one: "
+        "start GPU workers (min_workers of the GPU node type in cluster.yaml), or use --gpus none"
     )
 
 

@@ -12,7 +12,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -20,11 +20,12 @@ from perturb import Perturbation, perturb_test_set, suite_settings
 from sweep.cli import first_line
 from sweep.cluster import join_ray
 from sweep.data import MEAN_STD, DatasetTensors
+from sweep.devices import assigned_gpu_ids, device_for
 from sweep.metrics import noise_metric
 from sweep.specs import TrialSpec
 from sweep.storage import StorageError, SweepStorage
 
-__all__ = ["ScoringJob", "find_checkpoint", "plan_jobs", "score_jobs", "score_on_cluster"]
+__all__ = ["ScoringJob", "find_checkpoint", "plan_jobs", "score_jobs", "score_on_cluster", "scoring_payload"]
 
 
 @dataclass(frozen=True)
@@ -61,19 +62,20 @@ def _load_model(job: ScoringJob, device: torch.device) -> torch.nn.Module:
     return model.to(device).eval()
 
 
-def score_jobs(jobs: list[ScoringJob], data: dict[str, DatasetTensors]) -> dict[str, dict[Perturbation, float]]:
+def score_jobs(
+    jobs: list[ScoringJob], data: dict[str, DatasetTensors], target: torch.device
+) -> dict[str, dict[Perturbation, float]]:
     """Accuracy in percent of each job's model on each of its settings: {run id: {setting: accuracy}}.
 
     Jobs that share a test set (data set and test-image cap) are scored together: each distinct noisy
     test set (:meth:`Perturbation.same_images`) is made once and every model that needs it is scored on
-    it, on ``cuda`` when there is one, else on the CPU. A job whose checkpoint does not load (truncated,
-    corrupt) is skipped with one line and has no entry in the result. Each line is printed at once (a
-    Ray task's output reaches the driver so).
+    it, on ``target`` (see sweep.devices). A job whose checkpoint does not load (truncated, corrupt) is
+    skipped with one line and has no entry in the result. Each line is printed at once (a Ray task's
+    output reaches the driver so). ``data`` needs the test splits only (``DatasetTensors.test_only``).
     """
     from sweep.training import Normalizer, capped_test_set, evaluate
 
     progress = functools.partial(print, flush=True)
-    target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scores: dict[str, dict[Perturbation, float]] = {}
     groups: dict[tuple[str, int | None], list[ScoringJob]] = {}
     for job in jobs:
@@ -183,6 +185,16 @@ def _spec_of(storage: SweepStorage, sweep: str, key: str) -> TrialSpec:
         raise ValueError(f"its params.json does not parse ({type(error).__name__}: {error})") from None
 
 
+def _score_task(jobs: list[ScoringJob], data: dict[str, DatasetTensors]) -> dict[str, dict[Perturbation, float]]:
+    """:func:`score_jobs` in a Ray task, on the device Ray assigned to it."""
+    return score_jobs(jobs, data, device_for(assigned_gpu_ids()))
+
+
+def scoring_payload(data: dict[str, DatasetTensors]) -> dict[str, DatasetTensors]:
+    """What the scoring tasks receive of ``data``: the test splits only, since they train nothing."""
+    return {name: tensors.test_only() for name, tensors in data.items()}
+
+
 def score_on_cluster(
     jobs: list[ScoringJob], data: dict[str, DatasetTensors], address: str
 ) -> dict[str, dict[Perturbation, float]]:
@@ -196,11 +208,8 @@ def score_on_cluster(
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     tasks = max(1, min(len(jobs), gpus or int(resources.get("CPU", 1) // 2)))
-    remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1 if gpus else 2)(score_jobs)
-    # The test sets only: the tasks train nothing.
-    shared = ray.put(
-        {name: replace(t, train_images=t.train_images[:0], train_labels=t.train_labels[:0]) for name, t in data.items()}
-    )
+    remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1 if gpus else 2)(_score_task)
+    shared = ray.put(scoring_payload(data))
     futures = [remote.remote(jobs[i::tasks], shared) for i in range(tasks)]
     merged: dict[str, dict[Perturbation, float]] = {}
     for part in ray.get(futures):

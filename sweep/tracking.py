@@ -33,6 +33,7 @@ from mlflow.exceptions import MlflowException
 
 from perturb import PAPER_SUITE
 from sweep.cli import first_line
+from sweep.devices import DEVICE_ERROR
 from sweep.metrics import EPOCH_METRICS, noise_curves, noise_metric, parse_noise_metric
 from sweep.specs import TrialSpec
 from sweep.storage import ARTIFACT_FOLDER, folder_problem
@@ -44,6 +45,7 @@ __all__ = [
     "Tracker",
     "TrialOutcome",
     "check_store",
+    "failure_reason",
     "log_suite_scores",
     "open_client",
     "reconcile_results",
@@ -236,6 +238,15 @@ def trial_status(error: object, metrics: dict[str, Any]) -> str:
     return "diverged" if metrics.get("health") == "diverged" else "finished"
 
 
+def failure_reason(error: object, metrics: dict[str, Any]) -> str:
+    """Why a failed trial failed, in one line: the line of a trial that could not use its GPU (which it
+    reported before its error), else the last line of its error."""
+    if DEVICE_ERROR in metrics:
+        return str(metrics[DEVICE_ERROR])
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
+
+
 @dataclass(frozen=True)
 class TrialOutcome:
     """How a trial ended (:func:`trial_status`), its last reported ``metrics`` (the noise scores when it
@@ -257,8 +268,7 @@ def reconcile_results(results: Any, writer: Any) -> list[TrialOutcome]:
         spec, metrics = TrialSpec.from_config(result.config), dict(result.metrics or {})
         status, reason = trial_status(result.error, metrics), ""
         if status == "failed":
-            lines = str(result.error).strip().splitlines()
-            reason = lines[-1] if lines else type(result.error).__name__
+            reason = failure_reason(result.error, metrics)
             writer.submit("fail", spec, reason)
         elif status == "diverged":
             reason = str(metrics.get("health_reason", ""))

@@ -2,7 +2,9 @@
 its overhead budget allows (the first and the last always), then scored.
 
 It reports to Tune only (``ray.tune.report``); tracking happens on the driver (see sweep.tracking), so
-trials need no access to the MLflow store.
+trials need no access to the MLflow store. A trial computes on the GPU Ray assigned to it, else on the CPU
+(sweep.devices); one that holds a GPU torch cannot use fails in its first second, without retries
+(:class:`NoRetryOnDeviceError`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from ray import tune
 
 from models import build_model
 from sweep.checkpoints import CHECKPOINT_FILE
-from sweep.data import MEAN_STD, DatasetTensors
+from sweep.data import MEAN_STD, fetch_dataset
 from sweep.defaults import DEFAULT_OVERHEAD_BUDGET
+from sweep.devices import DEVICE_ERROR, DeviceUnusable, assigned_gpu_ids, check_precision, device_for
 from sweep.health import HealthMonitor
 from sweep.metrics import epoch_metrics, noise_metric
 from sweep.specs import TrialSpec
@@ -37,7 +40,7 @@ from sweep.training import (
     train_epoch,
 )
 
-__all__ = ["restore_trial_state", "save_trial_state", "train_trial"]
+__all__ = ["NoRetryOnDeviceError", "restore_trial_state", "save_trial_state", "train_trial"]
 
 
 def _save_checkpoint(directory: str, state: dict[str, Any]) -> None:
@@ -48,22 +51,27 @@ def _save_checkpoint(directory: str, state: dict[str, Any]) -> None:
     os.replace(partial, target)
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every RNG state a trial on ``device`` draws from; CUDA's only on a GPU (a CPU trial never calls CUDA)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "data": generator.get_state()}
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
-    """Restore the RNG states of ``_rng_state``. They must be CPU ByteTensors, whatever the trial's device:
-    ``torch.set_rng_state`` and ``Generator.set_state`` refuse any other tensor."""
+def _restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    """Restore the RNG states of ``_rng_state`` for a trial on ``device``. They must be CPU ByteTensors,
+    whatever the trial's device: ``torch.set_rng_state`` and ``Generator.set_state`` refuse any other tensor."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     generator.set_state(state["data"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and device.type == "cuda":
         # One state per GPU of the saving process; a node that shows this process fewer GPUs restores those.
         torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def save_trial_state(
@@ -84,7 +92,7 @@ def save_trial_state(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "health": dataclasses.asdict(monitor),
-            "rng": _rng_state(generator),
+            "rng": _rng_state(generator, _device_of(model)),
             "epoch": epoch,
             "final_metrics": final_metrics,
         },
@@ -101,10 +109,11 @@ def restore_trial_state(
     is loaded on the CPU whatever the device of ``model``: loading it onto a GPU would turn the RNG states
     into CUDA tensors, which ``torch.set_rng_state`` and ``Generator.set_state`` refuse (TypeError).
     """
-    state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint on shared storage is data, never code to run (it holds tensors and plain values).
+    state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])  # copies into the parameters, on their device
     optimizer.load_state_dict(state["optimizer"])  # casts each state tensor to its parameter's device
-    _restore_rng(state["rng"], generator)
+    _restore_rng(state["rng"], generator, _device_of(model))
     return HealthMonitor(**state["health"]), state["epoch"], state["final_metrics"]
 
 
@@ -114,8 +123,21 @@ def _report_diverged(reason: str, healthy_epochs: int, node_id: str) -> None:
     tune.report({"node_id": node_id, "health": "diverged", "health_reason": reason, "epoch": healthy_epochs})
 
 
-def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None:
-    """Train and score the trial in ``config["spec"]`` (a TrialSpec dict) on ``data[spec.dataset]``.
+def _trial_device(spec: TrialSpec) -> torch.device:
+    """The device Ray assigned to the trial (sweep.devices), fit for its recipe's precision. A trial whose
+    GPU torch cannot use reports ``DEVICE_ERROR`` (the one line) and raises: see :class:`NoRetryOnDeviceError`."""
+    try:
+        device = device_for(assigned_gpu_ids())
+        check_precision(device, spec.recipe.precision)
+    except DeviceUnusable as error:
+        tune.report({DEVICE_ERROR: str(error)})
+        raise DeviceUnusable(f"trial {spec.key}: {error}") from None
+    return device
+
+
+def train_trial(config: dict[str, Any], datasets: dict[str, Any]) -> None:
+    """Train and score the trial in ``config["spec"]`` (a TrialSpec dict) on its data set, fetched from
+    ``datasets`` (references of sweep.data.share_datasets, by data set name).
 
     Every epoch reports its training metrics; the epochs :class:`OverheadBudget` picks (with
     ``config["overhead_budget"]``, the first and the last always) also report ``test_acc`` and a checkpoint.
@@ -123,12 +145,11 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
     """
     spec = TrialSpec.from_config(config)
     recipe = spec.recipe
-    # A trial without a GPU gets CUDA_VISIBLE_DEVICES="" from Ray, so this is its share of the node.
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _trial_device(spec)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     torch.set_num_threads(max(1, int(cpus)))
 
-    tensors = data[spec.dataset]
+    tensors = fetch_dataset(datasets[spec.dataset])
     train_images, train_labels = tensors.train_images.to(device), tensors.train_labels.to(device)
     test_images, test_labels = capped_test_set(tensors.test_images.to(device), tensors.test_labels.to(device), recipe)
     # channels-last lets cuDNN use its fastest (NHWC, tensor-core) kernels for the WRN's convolutions.
@@ -198,3 +219,22 @@ def train_trial(config: dict[str, Any], data: dict[str, DatasetTensors]) -> None
                 save_trial_state(directory, model, optimizer, monitor, generator, epoch + 1, final_metrics)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         budget.spend(time.perf_counter() - overhead_start, evaluated=due)
+
+
+class NoRetryOnDeviceError(tune.Callback):
+    """Ends a trial whose GPU torch cannot use (its ``DEVICE_ERROR`` report) without Tune's retries, each of
+    which would fail the same way in its first second; other failures are retried ``max_failures`` times.
+
+    Tune has no retry policy per error, only a trial's ``max_failures``: the trial's is set to 0 between its
+    report and the error that follows it, and back to ``max_failures`` whenever the trial starts, so that a
+    resumed trial is retried as any other."""
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures = max_failures
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        trial.max_failures = self.max_failures
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if DEVICE_ERROR in result:
+            trial.max_failures = 0

@@ -56,6 +56,14 @@ def test_aws_cluster_has_a_cpu_head_and_single_gpu_workers():
     worker = types["gpu_worker"]
     assert worker["node_config"]["InstanceType"].startswith(("g5.", "g6.", "p3.2", "g4dn."))
     assert worker["min_workers"] == 0 and worker["max_workers"] <= cluster["max_workers"]
+    # A GPU worker whose driver cannot run the torch build fails its setup, on an AMI chosen for its driver.
+    assert worker["worker_setup_commands"] == ["python -m sweep.devices"]
+    assert worker["node_config"]["ImageId"].startswith("ami-")
+
+
+def test_the_lab_clusters_workers_check_their_driver_as_they_start():
+    cluster = yaml.safe_load((PROJECT / "cluster-local.yaml").read_text())
+    assert cluster["worker_setup_commands"] == ["python -m sweep.devices"]
 
 
 @pytest.fixture

@@ -220,9 +220,9 @@ def test_gpus_require_on_a_local_ray_without_gpu_stops_at_once(tmp_path, mnist_r
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "sweep.run: error: --gpus require makes every trial ask for a GPU, and this machine has none (torch sees no "
-        "CUDA GPU) for the local Ray the trials would run on: use --gpus auto or none, or join a cluster with GPU "
-        "workers (--address)"
+        "sweep.run: error: --gpus require makes every trial ask for a GPU, and torch cannot use one on this machine "
+        "(no NVIDIA driver on this node: libcuda.so.1 does not load) for the local Ray the trials would run on: use "
+        "--gpus auto or none, or join a cluster with GPU workers (--address)"
     ]
     assert listing(tmp_path) == before
 
@@ -235,8 +235,14 @@ def test_a_successful_dry_run_prints_the_trials_and_creates_nothing(tmp_path, ca
     captured = capsys.readouterr()
     assert captured.err == ""
     lines = captured.out.splitlines()
-    assert lines[-2] == "8 trials" and lines[-1].startswith("precision ")
-    assert [line.split()[0] for line in lines[1:-2]] == [spec.key for spec in build_sweep("lenet", profile="smoke")]
+    assert lines[-3] == "8 trials"
+    if not torch.cuda.is_available():
+        assert lines[-2].startswith(
+            "CPU-only trials (--gpus auto), planned from this machine, for a local Ray (no GPU: "
+        )
+        assert lines[-1] == "precision fp32 for A, B, C, D, PA, PB, PC, PD: CPU trials"
+    assert [line.split()[0] for line in lines[1:-3]] == [spec.key for spec in build_sweep("lenet", profile="smoke")]
+    assert [line.split()[-9] for line in lines[1:-3]] == ["fp32"] * 8  # the precision column
     assert listing(tmp_path) == before
 
 

@@ -19,7 +19,7 @@ from models import build_model
 from sweep import trainable
 from sweep.catalog import build_sweep
 from sweep.checkpoints import CHECKPOINT_FILE
-from sweep.data import load_dataset
+from sweep.data import load_dataset, share_datasets
 from sweep.health import HealthMonitor
 from sweep.metrics import EPOCH_METRICS, parse_noise_metric
 from sweep.trainable import restore_trial_state, save_trial_state, train_trial
@@ -172,13 +172,13 @@ RESUME_SPEC = build_sweep(
 )[4]
 
 
-def trial_killed_in_epoch(config, data):
+def trial_killed_in_epoch(config, datasets):
     """train_trial; on its first attempt with ``config["killed_in"]`` set, it stops when it is about to report
     that epoch (trained, scored, checkpoint not yet handed to Tune): its worker SIGKILLs itself, as a lost node
     would, or, with ``config["raises"]``, the trial raises RuntimeError."""
     killed_in = config["killed_in"]
     if killed_in is None or trainable.tune.get_checkpoint() is not None:
-        return train_trial(config, data)
+        return train_trial(config, datasets)
     report = trainable.tune.report
 
     def report_or_die(metrics, **kwargs):
@@ -189,7 +189,7 @@ def trial_killed_in_epoch(config, data):
         report(metrics, **kwargs)
 
     with mock.patch.object(trainable.tune, "report", report_or_die):
-        return train_trial(config, data)
+        return train_trial(config, datasets)
 
 
 def epoch_results(trial_dir: Path) -> list[dict]:
@@ -223,9 +223,9 @@ def test_a_trial_whose_worker_dies_resumes_bit_for_bit(ray_cluster, tmp_path):
     from ray import tune
 
     write_mnist(tmp_path / "data", n_train=640, n_test=100)  # 10 steps an epoch
-    data = {"mnist": load_dataset("mnist", tmp_path / "data")}
+    datasets = share_datasets({"mnist": load_dataset("mnist", tmp_path / "data")})
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(trial_killed_in_epoch, data=data), {"cpu": 1}),
+        tune.with_resources(tune.with_parameters(trial_killed_in_epoch, datasets=datasets), {"cpu": 1}),
         # overhead_budget 1: every epoch evaluates and checkpoints, so that the worker dies right after the
         # checkpoint of epoch KILLED_IN - 1.
         param_space={
@@ -280,8 +280,8 @@ def test_a_resume_whose_saved_state_names_a_checkpoint_tune_deleted_goes_on_from
     from sweep.checkpoints import MendedCheckpoint, mend_lost_checkpoints
 
     write_mnist(tmp_path / "data", n_train=640, n_test=100)
-    data = {"mnist": load_dataset("mnist", tmp_path / "data")}
-    runnable = tune.with_resources(tune.with_parameters(trial_killed_in_epoch, data=data), {"cpu": 1})
+    datasets = share_datasets({"mnist": load_dataset("mnist", tmp_path / "data")})
+    runnable = tune.with_resources(tune.with_parameters(trial_killed_in_epoch, datasets=datasets), {"cpu": 1})
     experiment = tmp_path / "store" / "resume"
     # Every epoch checkpoints (overhead_budget 1); the stopped trial raises in its last epoch, after the
     # checkpoints of epochs 2 and 3 (checkpoint_000001 and _000002: Tune keeps 2), and ends in error.

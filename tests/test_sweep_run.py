@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import torch
 
 from sweep.aggregate import main as aggregate_main
 from sweep.catalog import build_sweep
@@ -128,8 +129,8 @@ def test_dry_run_lists_the_distinct_trials_of_paper_full(seeds, count, tmp_path,
         )
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-2] == f"{count} trials"
-    keys = [line.split()[0] for line in lines[1:-2]]
+    assert lines[-3] == f"{count} trials"  # then where the plan comes from and the precision of the CPU trials
+    keys = [line.split()[0] for line in lines[1:-3]]
     assert len(keys) == len(set(keys)) == count
     assert keys == [spec.key for spec in build_sweep("paper_full", seeds=int(seeds))]
 
@@ -297,7 +298,7 @@ def test_trials_that_require_gpus_on_a_cluster_without_any_stop_with_one_line(
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own log lines on creating the store
     assert err == (
         "sweep.run: error: no GPU joined the Ray cluster in 1 s, and --gpus require makes every trial ask for one: "
-        "start GPU workers (min_workers of the GPU node type in cluster.yaml) or use --gpus auto"
+        "start GPU workers (min_workers of the GPU node type in cluster.yaml), or use --gpus none"
     )
     assert not (tmp_path / "lenet").exists()  # no trial started
 
@@ -362,21 +363,13 @@ def test_a_bf16_sweep_trains_healthy_runs_that_carry_their_precision(ray_cluster
     assert not bf16_keys & {spec.key for spec in build_sweep("lenet", profile="smoke")}  # fp32 trials are other trials
 
 
-def test_dry_run_on_a_machine_without_gpus_plans_fp32_and_gpus_require_plans_bf16(mnist_root):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_dry_run_on_a_machine_without_gpus_plans_fp32_cpu_trials(mnist_root):
+    # A cluster's GPUs, live and autoscaled, are counted on a cluster: tests/test_gpus.py.
     cpu = run_cli("lenet", "--dry-run", "--data-root", str(mnist_root))
-    # --address: on a local Ray without GPU, --gpus require stops in the pre-flight (tests/test_preflight.py).
-    gpu = run_cli("lenet", "--dry-run", "--gpus", "require", "--address", "auto", "--data-root", str(mnist_root))
-    assert cpu.returncode == gpu.returncode == 0
-    assert (
-        cpu.stdout.splitlines()[-1]
-        == "precision fp32 unless --set precision=: no GPU trials, as far as this machine tells (--gpus auto)"
-    )
-    assert (
-        gpu.stdout.splitlines()[-1]
-        == "precision bf16 unless --set precision=: GPU trials, as far as this machine tells (--gpus require)"
-    )
-    bf16_keys = [spec.key for spec in build_sweep("lenet", overrides=[(None, "precision", "bf16")])]
-    assert [line.split()[0] for line in gpu.stdout.splitlines()[1:9]] == bf16_keys
+    assert cpu.returncode == 0
+    assert cpu.stdout.splitlines()[-1] == "precision fp32 for A, B, C, D, PA, PB, PC, PD: CPU trials"
+    assert [line.split()[0] for line in cpu.stdout.splitlines()[1:9]] == [spec.key for spec in build_sweep("lenet")]
 
 
 @pytest.mark.parametrize(
