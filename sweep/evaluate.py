@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sweep.cli import CommandParser, UsageError, aggregate_command, run_command
 from sweep.defaults import DEFAULT_DATA_ROOT
-from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_storage
+from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_storage, take_credentials
 
 __all__ = ["main"]
 
@@ -78,7 +78,7 @@ def _tracking_uri(storage: SweepStorage, sweep: str, explicit: str | None) -> st
     record = storage.read_record(sweep)
     if record is None:
         raise UsageError(f"no sweep {sweep!r} in {storage.location}: pass the --storage it ran with")
-    uri = explicit or storage.resolve(record["tracking_uri"])
+    uri = take_credentials(explicit) if explicit else storage.resolve(record["tracking_uri"])
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UsageError(f"no MLflow store at {uri}: pass --tracking-uri")
     return uri

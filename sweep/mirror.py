@@ -10,6 +10,12 @@ Nothing is doubled, because every operation of :class:`sweep.tracking.Tracker` i
 trial and launch, a point per step). Writes still waiting when a sweep ends are not lost: they are all in
 Tune's results, and ``python -m sweep.run SWEEP --sync`` delivers them later.
 
+The writer tells an outage (no answer, a timeout, a 5xx: retried for as long as it lasts) from a write the
+store refuses for good (a deleted experiment or run, a refused value, a permission: :func:`is_permanent`).
+Such a write gets a few tries, then it and every later write of its trial are set aside as dead letters
+(:class:`DeadLetters`, a file in the sweep's storage) with one line per trial, and the other trials' writes
+go on. ``--sync`` tries the dead letters again and says what still fails and why.
+
 This design rather than a durable outbox of MLflow writes: the results are already durable, on the
 storage the sweep uses (a local folder or S3), so a second copy would only add a file that can disagree.
 """
@@ -17,10 +23,12 @@ storage the sweep uses (a local folder or S3), so a second copy would only add a
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +40,108 @@ from sweep.specs import TrialSpec
 from sweep.storage import SweepStorage
 from sweep.tracking import Tracker
 
-__all__ = ["TrackingCallback", "TrackingWriter", "replay_trials", "writer_for"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetters",
+    "TrackingCallback",
+    "TrackingWriter",
+    "is_permanent",
+    "replay_trials",
+    "writer_for",
+]
 
 TRACKED_FIELDS = ("node_id", "health", "health_reason")  # what the Tracker reads besides the metrics
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+OUTAGE_LINE_EVERY_S = 300.0  # while MLflow is away, a line this often says so, with the writes waiting
+PERMANENT_TRIES = 3  # tries of a write the store refuses for good, before it is set aside
+# MLflow's error codes for a write that no retry mends: it needs a person (a deleted experiment or run, a
+# value the store refuses, a permission or credential). Every other error is taken for an outage.
+PERMANENT_ERRORS = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_DOES_NOT_EXIST",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "INVALID_STATE",
+        "BAD_REQUEST",
+    }
+)
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether ``error`` (raised by a Tracker) is the store refusing a write for good, not an outage."""
+    return getattr(error, "error_code", None) in PERMANENT_ERRORS
+
+
+def outage_reason(error: BaseException) -> str:
+    """Why the store did not answer, in a few words (MLflow's own messages run to hundreds of characters)."""
+    text = str(error)
+    for pattern, reason in (
+        (r"connection refused", "connection refused"),
+        (r"timed? ?out", "timed out"),
+        (r"name or service not known|nodename nor servname|failed to resolve", "unknown host"),
+        (r"database is locked", "database is locked"),
+        (r"error code (5\d\d)", "HTTP {}"),
+        (r"max retries exceeded", "no answer"),
+    ):
+        match = re.search(pattern, text, re.IGNORECASE)
+        if match:
+            return reason.format(*match.groups())
+    return first_line(error, 80)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A write the store refused for good: ``Tracker.<operation>(*args)`` of trial ``trial_key``, and why."""
+
+    trial_key: str
+    operation: str
+    args: tuple
+    error: str
+
+    def to_json(self) -> str:
+        spec, *rest = self.args
+        return json.dumps(
+            {
+                "trial_key": self.trial_key,
+                "operation": self.operation,
+                "spec": spec.to_dict(),
+                "args": rest,
+                "error": self.error,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> DeadLetter:
+        data = json.loads(line)
+        return cls(
+            data["trial_key"], data["operation"], (TrialSpec.from_dict(data["spec"]), *data["args"]), data["error"]
+        )
+
+
+class DeadLetters:
+    """The dead letters of a sweep, kept in ``<sweep>.dead-letters.jsonl`` in its storage (one JSON line
+    each), so that a later ``--sync`` can try them again."""
+
+    def __init__(self, storage: SweepStorage, sweep: str) -> None:
+        self.storage, self.name = storage, f"{sweep}.dead-letters.jsonl"
+        self.path = storage.path(self.name)
+
+    def read(self) -> list[DeadLetter]:
+        text = self.storage.read_text(self.name) or ""
+        return [DeadLetter.from_json(line) for line in text.splitlines() if line.strip()]
+
+    def write(self, letters: list[DeadLetter]) -> None:
+        """Keep exactly ``letters`` (none: the file goes)."""
+        if letters:
+            self.storage.write_text(self.name, "".join(letter.to_json() + "\n" for letter in letters))
+        else:
+            self.storage.delete(self.name)
+
+
+class _TrialSetAside(Exception):
+    """A write of a trial whose earlier write was set aside: it is set aside too, in order behind it."""
 
 
 def tracked(result: dict[str, Any]) -> dict[str, Any]:
@@ -50,20 +155,37 @@ def tracked(result: dict[str, Any]) -> dict[str, Any]:
 
 class TrackingWriter:
     """Delivers :class:`Tracker` operations from one background thread, in the order submitted, each
-    retried with exponential backoff (0.5 s doubling to 30 s) until the store takes it.
+    retried with exponential backoff (0.5 s doubling to 30 s) until the store takes it, through any outage;
+    a write the store refuses for good (:func:`is_permanent`) gets PERMANENT_TRIES tries, then it and the
+    later writes of its trial are set aside as :class:`DeadLetter` (kept in ``dead_letters`` when given).
 
     ``submit`` never blocks; ``drain`` waits, at most ``timeout`` seconds, for the queue to empty. After a
     failure the writer opens a fresh Tracker, which reads again what the store holds, so an operation that
     reached the store before its answer was lost is not applied twice.
     """
 
-    def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None, launch: str = "") -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        sweep: str,
+        artifact_root: Path | None = None,
+        launch: str = "",
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
+        self.start(dead_letters)
         self._tracker_args = (tracking_uri, sweep, artifact_root, launch)
         self._queue: deque[tuple[str, tuple]] = deque()
         self._changed = threading.Condition()
         self._tracker: Tracker | None = None
         threading.Thread(target=self._deliver, name=f"mlflow-writer-{sweep}", daemon=True).start()
+
+    def start(self, dead_letters: DeadLetters | None) -> None:
+        """Begin a launch (or a ``--sync``): no write set aside yet, the dead letters of earlier ones kept in
+        ``dead_letters`` beside this launch's."""
+        self.dead_letters = dead_letters
+        self._kept_before = [] if dead_letters is None else dead_letters.read()
+        self.set_aside: list[DeadLetter] = []  # by this launch, in order
 
     def submit(self, operation: str, *args: Any) -> None:
         """Queue ``Tracker.<operation>(*args)``."""
@@ -85,38 +207,76 @@ class TrackingWriter:
             return len(self._queue)
 
     def _deliver(self) -> None:
-        backoff, outage_since = FIRST_BACKOFF_S, None
+        backoff, refusals, outage = FIRST_BACKOFF_S, 0, None  # outage: (since, wall-clock since, last line)
         while True:
             with self._changed:
                 while not self._queue:
                     self._changed.wait()
                 operation, args = self._queue[0]
+            key = args[0].key
             try:
+                if any(letter.trial_key == key for letter in self.set_aside):
+                    raise _TrialSetAside
                 if self._tracker is None:
                     self._tracker = Tracker(*self._tracker_args)
                 getattr(self._tracker, operation)(*args)
-            except Exception as error:  # noqa: BLE001 - whatever the store raises, the write waits and is retried
+            except _TrialSetAside:
+                self._set_aside(DeadLetter(key, operation, args, "an earlier write of its trial was set aside"))
+                continue
+            except Exception as error:  # noqa: BLE001 - whatever the store raises, the write waits or is set aside
                 self._tracker = None
-                if outage_since is None:
-                    outage_since = time.monotonic()
-                    print(
-                        f"MLflow at {self.tracking_uri} is unavailable ({first_line(error)}): {self.pending()} writes wait, retried in the background; training goes on",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                if not is_permanent(error):
+                    refusals, outage = 0, self._outage(outage, error)
+                elif (refusals := refusals + 1) >= PERMANENT_TRIES:
+                    backoff, refusals = FIRST_BACKOFF_S, 0
+                    self._set_aside(DeadLetter(key, operation, args, first_line(error, 300)), loud=True)
+                    continue
                 time.sleep(backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF_S)
                 continue
-            with self._changed:
-                self._queue.popleft()
-                self._changed.notify_all()
-            if outage_since is not None:
+            self._done()
+            if outage is not None:
                 print(
-                    f"MLflow at {self.tracking_uri} is back after {time.monotonic() - outage_since:.0f} s: delivering {self.pending()} waiting writes",
+                    f"MLflow at {self.tracking_uri} is back after {time.monotonic() - outage[0]:.0f} s: delivering {self.pending()} waiting writes",
                     file=sys.stderr,
                     flush=True,
                 )
-            backoff, outage_since = FIRST_BACKOFF_S, None
+            backoff, refusals, outage = FIRST_BACKOFF_S, 0, None
+
+    def _outage(self, outage: tuple[float, str, float] | None, error: BaseException) -> tuple[float, str, float]:
+        """Say that the store is away, when it went and every OUTAGE_LINE_EVERY_S while it stays away."""
+        now = time.monotonic()
+        if outage is None:
+            outage = (now, time.strftime("%H:%M:%S"), -OUTAGE_LINE_EVERY_S)
+        if now - outage[2] >= OUTAGE_LINE_EVERY_S:
+            print(
+                f"MLflow at {self.tracking_uri} unavailable since {outage[1]} ({outage_reason(error)}): "
+                f"{self.pending()} writes wait, retried in the background; training goes on",
+                file=sys.stderr,
+                flush=True,
+            )
+            outage = (outage[0], outage[1], now)
+        return outage
+
+    def _done(self) -> None:
+        with self._changed:
+            self._queue.popleft()
+            self._changed.notify_all()
+
+    def _set_aside(self, letter: DeadLetter, loud: bool = False) -> None:
+        """Take the write at the head of the queue off it as a dead letter, kept where the writer keeps them."""
+        self.set_aside.append(letter)
+        if self.dead_letters is not None:
+            self.dead_letters.write([*self._kept_before, *self.set_aside])
+        if loud:
+            where = self.dead_letters.path if self.dead_letters is not None else "this process"
+            print(
+                f"MLflow refused a write of trial {letter.trial_key} for good ({letter.error}): it and the trial's "
+                f"later writes are set aside in {where}; once the cause is mended, run the command again with --sync",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._done()
 
 
 _WRITERS: dict[tuple[str, str], TrackingWriter] = {}
@@ -124,13 +284,22 @@ _LAUNCHED: dict[str, TrackingWriter] = {}  # sweep -> the writer of its latest l
 _WRITERS_LOCK = threading.Lock()
 
 
-def writer_for(tracking_uri: str, sweep: str, artifact_root: Path | None = None, launch: str = "") -> TrackingWriter:
+def writer_for(
+    tracking_uri: str,
+    sweep: str,
+    artifact_root: Path | None = None,
+    launch: str = "",
+    dead_letters: DeadLetters | None = None,
+) -> TrackingWriter:
     """The one writer of (``tracking_uri``, ``sweep``) in this process, which the sweep's
-    :class:`TrackingCallback` then hands its events to: a single thread orders every write."""
+    :class:`TrackingCallback` then hands its events to: a single thread orders every write. See
+    :class:`TrackingWriter` for the other arguments."""
     with _WRITERS_LOCK:
         key = (tracking_uri, sweep)
         if key not in _WRITERS:
-            _WRITERS[key] = TrackingWriter(tracking_uri, sweep, artifact_root, launch)
+            _WRITERS[key] = TrackingWriter(tracking_uri, sweep, artifact_root, launch, dead_letters)
+        else:
+            _WRITERS[key].start(dead_letters)
         _LAUNCHED[sweep] = _WRITERS[key]
         return _WRITERS[key]
 

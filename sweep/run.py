@@ -42,7 +42,7 @@ MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-EXIT_WRITES_WAIT = 3  # every trial ended, but MLflow has not received everything yet: run --sync later
+EXIT_WRITES_WAIT = 3  # every trial ended, but MLflow has not taken everything yet (away, or refused): run --sync later
 
 _DESCRIPTION = """\
 Run a sweep of the paper as Ray Tune trials tracked in MLflow.
@@ -68,8 +68,9 @@ examples:
       deliver to MLflow what the trials reported during an MLflow outage
 
 exit status: 0 every trial finished; 1 a trial failed or diverged; 2 bad input
-(nothing started); 3 every trial ended but MLflow has not taken every write yet
-(run the command again with --sync)."""
+(nothing started); 3 every trial ended but MLflow has not taken every write yet:
+it was away, or it refused some for good (set aside in <sweep>.dead-letters.jsonl);
+run the command again with --sync."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -448,7 +449,7 @@ def _dry_run(plan: Plan, args: argparse.Namespace) -> None:
 def _open_tracking(plan: Plan) -> tuple[TrackingWriter, str]:
     """Create the sweep's MLflow experiment (and an embedded store) if absent: the writer of its runs and
     the experiment's id."""
-    from sweep.mirror import writer_for
+    from sweep.mirror import DeadLetters, writer_for
     from sweep.tracking import Tracker, TrackingUnavailable
 
     for name, value in MLFLOW_CLIENT_DEFAULTS.items():
@@ -457,7 +458,9 @@ def _open_tracking(plan: Plan) -> tuple[TrackingWriter, str]:
         tracker = Tracker(plan.tracking_uri, plan.sweep, plan.artifact_root, plan.launch_id)
     except TrackingUnavailable as error:
         raise UsageError(str(error)) from None
-    return writer_for(plan.tracking_uri, plan.sweep, plan.artifact_root, plan.launch_id), tracker.experiment_id
+    dead_letters = DeadLetters(plan.storage, plan.sweep)
+    writer = writer_for(plan.tracking_uri, plan.sweep, plan.artifact_root, plan.launch_id, dead_letters)
+    return writer, tracker.experiment_id
 
 
 def launch(plan: Plan, args: argparse.Namespace) -> int:
@@ -468,9 +471,18 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
 
     if args.sync:
         writer, _ = _open_tracking(plan)
+        letters = writer.dead_letters.read()
+        for letter in letters:  # set aside by an earlier launch: tried again, first
+            writer.submit(letter.operation, *letter.args)
         replayed = replay_trials(plan.storage, plan.sweep, list(plan.specs), writer)
-        print(f"sweep {plan.sweep}: delivering what {replayed} trials reported to {plan.tracking_uri}", flush=True)
-        return _deliver(writer, args, 0)
+        again = f" and {len(letters)} writes set aside before" if letters else ""
+        print(
+            f"sweep {plan.sweep}: delivering what {replayed} trials reported{again} to {plan.tracking_uri}", flush=True
+        )
+        code = _deliver(writer, args, 0)
+        if not writer.pending():  # every write tried: the dead letters are what failed now
+            writer.dead_letters.write(writer.set_aside)
+        return code
 
     # Keeping two checkpoints per trial makes Tune snapshot its state after every epoch, and warn about
     # it when epochs are short (a LeNet epoch takes seconds): intended here, so not worth a warning.
@@ -566,8 +578,21 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
 
 
 def _deliver(writer: TrackingWriter, args: argparse.Namespace, code: int) -> int:
-    """Wait for MLflow to take the writes still waiting; one line and EXIT_WRITES_WAIT when it does not."""
+    """Wait for MLflow to take the writes still waiting; one line and EXIT_WRITES_WAIT when it does not, and
+    one line per trial whose writes MLflow refused for good (set aside as dead letters)."""
     waiting = writer.drain(args.tracking_wait)
+    refused: dict[str, list[str]] = {}
+    for letter in writer.set_aside:
+        refused.setdefault(letter.trial_key, []).append(letter.error)
+    for key, errors in refused.items():
+        print(
+            f"sweep.run: MLflow refused {len(errors)} writes of trial {key} for good ({errors[0]}): set aside in "
+            f"{writer.dead_letters.path}; run the command again with --sync once the cause is mended",
+            file=sys.stderr,
+            flush=True,
+        )
+    if refused and not waiting:
+        return code or EXIT_WRITES_WAIT
     if not waiting:
         return code
     print(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "SweepStorage",
     "folder_problem",
     "resolve_storage",
+    "take_credentials",
 ]
 
 DEFAULT_STORAGE = "sweeps"
@@ -88,6 +90,14 @@ class SweepStorage:
         with filesystem.open_output_stream(path) as stream:
             stream.write(text.encode())
 
+    def delete(self, name: str) -> None:
+        """Remove file ``name``, if it exists."""
+        import pyarrow.fs
+
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(self.path(name))
+        if filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            filesystem.delete_file(path)
+
     def has_record(self, sweep: str) -> bool:
         """Whether sweep ``sweep`` was started here (its record exists, readable or not)."""
         return self.read_text(_record_name(sweep)) is not None
@@ -136,17 +146,32 @@ class SweepStorage:
         return uri if self.local is None else uri.replace(STORAGE_PLACEHOLDER, str(self.local))
 
     def tracking_uri(self, explicit: str | None) -> str:
-        """``explicit``, else ``$MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<storage>/mlflow.db``."""
+        """``explicit``, else ``$MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<storage>/mlflow.db``; a
+        server's credentials taken out of it (:func:`take_credentials`)."""
         uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_store
         if uri is None:
             raise StorageError(f"with a remote --storage ({self.location}), pass --tracking-uri (an MLflow server)")
-        return uri
+        return take_credentials(uri)
 
     @property
     def embedded_store(self) -> str | None:
         """The URI of the MLflow store kept in a local storage, ``sqlite:///<storage>/mlflow.db``; None for a
         remote storage."""
         return None if self.local is None else f"sqlite:///{self.local / 'mlflow.db'}"
+
+
+def take_credentials(uri: str) -> str:
+    """``uri`` without the user and password of an ``http(s)://USER:PASSWORD@HOST...`` tracking URI, which go
+    into ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` of this process, where MLflow's client
+    takes them from. Called where a command line reads the URI, so that no line it prints, no file it writes
+    (the sweep's record, the runs) and no error message holds the password."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def resolve_storage(explicit: str | None) -> SweepStorage:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import sqlite3
 import subprocess
 import time
@@ -30,6 +29,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
 from mlflow.exceptions import MlflowException
+from mlflow.utils.credentials import read_mlflow_creds
 
 from perturb import PAPER_SUITE
 from sweep.cli import first_line
@@ -61,7 +61,12 @@ SUITE_ARTIFACT = "suites/{suite}.json"  # the scores of a suite other than the p
 
 
 class TrackingUnavailable(RuntimeError):
-    """The tracking store cannot be reached or opened; the message is one line."""
+    """The tracking store cannot be reached or opened; the message is one line. ``error_code``: MLflow's code
+    of the error behind it, where there is one (see sweep.mirror.is_permanent)."""
+
+    def __init__(self, message: str, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.error_code = error_code
 
 
 def _project_tags() -> dict[str, str]:
@@ -79,8 +84,9 @@ def _project_tags() -> dict[str, str]:
 
 def _check_server(uri: str) -> None:
     """Fail fast on an unreachable server (MLflow's own client retries for minutes before giving up), and
-    on one that refuses our credentials (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, as
-    MLflow's client sends them to a server run with its basic-auth app)."""
+    on one that refuses our credentials (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, else
+    MLflow's credentials file ``~/.mlflow/credentials``, as MLflow's client sends them to a server run with
+    its basic-auth app)."""
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
             response.read()
@@ -88,7 +94,7 @@ def _check_server(uri: str) -> None:
         reason = getattr(error, "reason", error)
         raise TrackingUnavailable(f"cannot reach the MLflow tracking server at {uri}: {reason}") from None
     request = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    user, password = read_mlflow_creds()  # the environment's, else those of ~/.mlflow/credentials, as MLflow's client
     if user is not None and password is not None:
         request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
     try:
@@ -99,10 +105,10 @@ def _check_server(uri: str) -> None:
             return  # an answer: the server is there; MLflow's client reports anything else itself
         if user is None or password is None:
             raise TrackingUnavailable(
-                f"the MLflow tracking server at {uri} asks for credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+                f"the MLflow tracking server at {uri} asks for credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or put them in ~/.mlflow/credentials"
             ) from None
         raise TrackingUnavailable(
-            f"the MLflow tracking server at {uri} refused user {user!r} (HTTP {error.code}): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            f"the MLflow tracking server at {uri} refused user {user!r} (HTTP {error.code}): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials"
         ) from None
     except (urllib.error.URLError, OSError) as error:
         raise TrackingUnavailable(
@@ -334,10 +340,13 @@ class Tracker:
         self.tags = _project_tags()
         self._run_ids: dict[str, str] = {}
         self._logged_steps: dict[str, set[int]] = {}
+        self._complete: set[str] = set()  # runs known to hold every param of their spec
         try:
             self.experiment_id = self._experiment(artifact_root)
         except MlflowException as error:
-            raise TrackingUnavailable(f"cannot open the MLflow store {tracking_uri}: {first_line(error)}") from None
+            raise TrackingUnavailable(
+                f"cannot open the MLflow store {tracking_uri}: {first_line(error)}", error.error_code
+            ) from None
 
     def _experiment(self, artifact_root: Path | None) -> str:
         experiment = self.client.get_experiment_by_name(self.sweep)
@@ -378,6 +387,7 @@ class Tracker:
         if run_id is not None:
             if self.client.get_run(run_id).info.status != "FINISHED":
                 self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            self._complete_params(run_id, spec)
             return run_id
         tags = {
             "sweep": self.sweep,
@@ -390,14 +400,29 @@ class Tracker:
         if earlier:
             tags["supersedes"] = earlier[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)
-        params = [Param(name, str(value)) for name, value in spec.params().items()]
-        self.client.log_batch(run.info.run_id, params=params)
         self._run_ids[spec.key] = run.info.run_id
+        self._complete_params(run.info.run_id, spec)
         return run.info.run_id
 
+    def _complete_params(self, run_id: str, spec: TrialSpec) -> None:
+        """Log the params of ``spec`` that the run lacks: a run created just before the store went away
+        has none (its params are logged after it is created), and is found again by its tags."""
+        if run_id in self._complete:
+            return
+        held = self.client.get_run(run_id).data.params
+        missing = [Param(name, str(value)) for name, value in spec.params().items() if name not in held]
+        if missing:
+            self.client.log_batch(run_id, params=missing)
+        self._complete.add(run_id)
+
     def _find_or_create_run(self, spec: TrialSpec) -> str:
-        """The run of ``spec`` in this launch, opened (created) when it has none yet."""
-        return self.find_run(spec.key) or self.open_run(spec)
+        """The run of ``spec`` in this launch, opened (created) when it has none yet; a run found again gets
+        the params it lacks."""
+        run_id = self.find_run(spec.key)
+        if run_id is None:
+            return self.open_run(spec)
+        self._complete_params(run_id, spec)
+        return run_id
 
     def _steps(self, run_id: str) -> set[int]:
         """The steps (epochs) the run already holds a point at."""

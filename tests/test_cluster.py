@@ -35,13 +35,25 @@ def test_cluster_configs_validate_against_rays_own_schema(config):
 
     head_commands = " ".join(cluster["head_start_ray_commands"])
     # The tracking server binds to the head's private address, never to every interface, and lets in only
-    # who has the password made on the head (kept to its user), which Ray's head hands to the drivers.
-    assert "mlflow server --app-name basic-auth --host $(hostname -I | awk '{print $1}') --port 5000" in head_commands
+    # who has the password made on the head (kept to its user): the server reads it from server.env, the
+    # drivers from MLflow's own credentials file; `ray start` is given neither, so no Ray process holds it.
+    assert (
+        "mlflow server --app-name basic-auth --host $(hostname -I | awk '{print $1}') --port 5000 --workers 1"
+        in head_commands
+    )
     assert "umask 077" in head_commands and "secrets.token_urlsafe(24)" in head_commands
     assert (
-        cluster["head_start_ray_commands"][-1].startswith("set -a && . ")
-        and "&& ray start --head" in cluster["head_start_ray_commands"][-1]
+        "ln -sf /home/ray/mlflow/client-credentials /home/ray/.mlflow/credentials" in cluster["head_start_ray_commands"]
     )
+    server = next(c for c in cluster["head_start_ray_commands"] if "nohup mlflow server" in c)
+    assert server.startswith("(set -a && . /home/ray/mlflow/server.env && ") and server.endswith("2>&1 &)")
+    ray_start = cluster["head_start_ray_commands"][-1]
+    assert "ray start --head" in ray_start and "set -a" not in ray_start and "credentials" not in ray_start
+    assert "MLFLOW_TRACKING_PASSWORD" not in text
+    # The tracking database on the head machine's disk, outside the container; never on NFS.
+    assert "--backend-store-uri sqlite:////home/ray/mlflow/mlflow.db" in head_commands
+    assert re.fullmatch(r"-v /\S+:/home/ray/mlflow", cluster["docker"]["head_run_options"][0])
+    assert "/shared/" not in cluster["docker"]["head_run_options"][0]
     assert "0.0.0.0" not in head_commands
     assert "--artifacts-destination" in head_commands
     assert "pip install -q -e /home/ray/pushpull-sweep" in cluster["setup_commands"]

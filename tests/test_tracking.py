@@ -3,6 +3,7 @@ re-launched sweeps, a driver killed mid-sweep."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,15 +13,18 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from perturb import noise_suite
 from sweep import mirror
 from sweep.aggregate import main as aggregate_main
 from sweep.catalog import build_sweep
 from sweep.metrics import epoch_metrics, noise_metric
-from sweep.mirror import TrackingWriter
+from sweep.mirror import DeadLetters, TrackingWriter
 from sweep.run import EXIT_WRITES_WAIT, main
-from sweep.tracking import Tracker
+from sweep.storage import SweepStorage
+from sweep.tracking import Tracker, check_store
 from sweep.training import EpochStats
 from tests.datasets import write_mnist
 from tests.processes import free_ports, kill, start_mlflow_server, stop, wait_for
@@ -133,11 +137,145 @@ def test_the_writer_delivers_in_order_exactly_once_through_an_outage_without_blo
     assert writer.drain(30) == 0
     assert FlakyTracker.delivered == list(range(1, 21))
     err = capsys.readouterr().err.splitlines()
-    assert (
-        err[0].startswith("MLflow at http://127.0.0.1:9 is unavailable (connection refused): ")
-        and "writes wait" in err[0]
+    assert re.fullmatch(
+        r"MLflow at http://127\.0\.0\.1:9 unavailable since \d\d:\d\d:\d\d \(connection refused\): \d+ writes wait, "
+        r"retried in the background; training goes on",
+        err[0],
     )
     assert err[1].startswith("MLflow at http://127.0.0.1:9 is back after ")
+    assert len(err) == 2  # one line for the outage, not one per failed try
+
+
+# --- writes the store refuses for good --------------------------------------------------------------
+
+REFUSED = build_sweep("lenet", profile="smoke")[5]  # PB: the trial whose writes the store refuses
+
+
+def refusal() -> MlflowException:
+    return MlflowException(
+        "The run 4f2c must be in the 'active' state. Current state is deleted.",
+        error_code=INVALID_PARAMETER_VALUE,
+    )
+
+
+class RefusingTracker:
+    """Stands in for Tracker: every write of REFUSED's trial is refused for good, the others delivered."""
+
+    tries: list = []
+    delivered: list = []
+
+    def __init__(self, *args) -> None:
+        pass
+
+    def log_result(self, spec, result) -> None:
+        if spec.key == REFUSED.key:
+            RefusingTracker.tries.append(result["epoch"])
+            raise refusal()
+        RefusingTracker.delivered.append((spec.key, result["epoch"]))
+
+
+def test_a_write_refused_for_good_is_set_aside_with_its_trials_later_writes_and_the_others_go_on(
+    monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setattr(mirror, "Tracker", RefusingTracker)
+    monkeypatch.setattr(mirror, "FIRST_BACKOFF_S", 0.01)
+    RefusingTracker.tries, RefusingTracker.delivered = [], []
+    letters = DeadLetters(SweepStorage(str(tmp_path)), "lenet")
+    writer = TrackingWriter("http://127.0.0.1:9", "lenet", dead_letters=letters)
+    for epoch in (1, 2, 3):
+        writer.submit("log_result", SPEC, {"epoch": epoch})
+        writer.submit("log_result", REFUSED, {"epoch": epoch})
+    assert writer.drain(30) == 0
+
+    assert RefusingTracker.delivered == [(SPEC.key, 1), (SPEC.key, 2), (SPEC.key, 3)]
+    assert RefusingTracker.tries == [1, 1, 1]  # three tries of the first write, none of the trial's later ones
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"MLflow refused a write of trial {REFUSED.key} for good (The run 4f2c must be in the 'active' state. "
+        f"Current state is deleted.): it and the trial's later writes are set aside in {tmp_path}/lenet.dead-letters.jsonl; "
+        "once the cause is mended, run the command again with --sync"
+    ]
+    kept = [json.loads(line) for line in (tmp_path / "lenet.dead-letters.jsonl").read_text().splitlines()]
+    assert [(k["trial_key"], k["operation"], k["args"]) for k in kept] == [
+        (REFUSED.key, "log_result", [{"epoch": epoch}]) for epoch in (1, 2, 3)
+    ]
+    assert kept[0]["error"] == "The run 4f2c must be in the 'active' state. Current state is deleted."
+    assert kept[1]["error"] == kept[2]["error"] == "an earlier write of its trial was set aside"
+    assert [letter.args for letter in letters.read()] == [(REFUSED, {"epoch": epoch}) for epoch in (1, 2, 3)]
+
+
+def test_a_run_whose_params_failed_after_it_was_created_gets_them_when_found_again(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log_batch, failed = mlflow.MlflowClient.log_batch, []
+
+    def params_fail_once(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        if params and not failed:
+            failed.append(run_id)
+            raise MlflowException("API request to /api/2.0/mlflow/runs/log-batch failed: connection refused")
+        return log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", params_fail_once)
+    monkeypatch.setattr(mirror, "FIRST_BACKOFF_S", 0.01)
+    writer = TrackingWriter(uri, "lenet", launch="a1")
+    writer.submit("open_run", SPEC)
+    writer.submit("log_result", SPEC, epoch_result(1))
+    assert writer.drain(60) == 0
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("lenet").experiment_id])
+    assert len(runs) == 1 and failed == [runs[0].info.run_id]  # the run was created before its params failed
+    expected = {
+        "dataset": "mnist", "model": "A", "seed": "0", "arch": "lenet", "variant": "A", "pushpull": "False",
+        "epochs": "1", "lr": "0.01", "milestones": "", "lr_decay": "0.1", "momentum": "0.9", "nesterov": "True",
+        "weight_decay": "0.0005", "batch_size": "64", "augment": "False", "normalize": "True",
+        "warmup_epochs": "0.0", "max_train_batches": "100", "max_test_images": "500", "eval_batch_size": "1000",
+        "precision": "fp32", "compile": "False", "dropout": "0.0",
+    }  # fmt: skip
+    assert runs[0].data.params == expected
+    assert steps(client, runs[0].info.run_id) == [1]
+
+
+def test_a_sweep_whose_store_refuses_one_trial_ends_with_its_line_and_sync_explains_then_delivers(
+    ray_cluster, tmp_path, mnist_root, monkeypatch, capsys
+):
+    epochs, refused_key = 2, build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 2)])[5].key
+    log_result = Tracker.log_result
+
+    def refuse_one_trial(self, spec, result):
+        if spec.key == refused_key and result["epoch"] == 2:
+            raise refusal()
+        return log_result(self, spec, result)
+
+    monkeypatch.setattr(Tracker, "log_result", refuse_one_trial)
+    monkeypatch.setattr(mirror, "FIRST_BACKOFF_S", 0.05)
+    args = sweep_args(tmp_path, mnist_root, epochs)
+    assert main(args) == EXIT_WRITES_WAIT
+    err = capsys.readouterr().err.splitlines()
+    refused_line = (
+        f"sweep.run: MLflow refused {{}} writes of trial {refused_key} for good (The run 4f2c must be in the "
+        f"'active' state. Current state is deleted.): set aside in {tmp_path}/lenet.dead-letters.jsonl; run the "
+        "command again with --sync once the cause is mended"
+    )
+    final = [line for line in err if line.startswith("sweep.run: MLflow refused")]
+    assert len(final) == 1 and re.fullmatch(re.escape(refused_line).replace(r"\{\}", r"\d+"), final[0])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    runs = {
+        r.data.tags["trial_key"]: r for r in client.search_runs([client.get_experiment_by_name("lenet").experiment_id])
+    }
+    assert len(runs) == 8
+    assert all(run.info.status == "FINISHED" for key, run in runs.items() if key != refused_key)  # the others go on
+    assert steps(client, runs[refused_key].info.run_id) == [1]
+
+    # Still refused: --sync says so, with why, and keeps the dead letters.
+    assert main([*args, "--sync"]) == EXIT_WRITES_WAIT
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("sweep.run: MLflow refused")]
+    assert (tmp_path / "lenet.dead-letters.jsonl").exists()
+    # Mended: --sync delivers everything once, and the dead letters are gone.
+    monkeypatch.setattr(Tracker, "log_result", log_result)
+    assert main([*args, "--sync"]) == 0
+    assert_every_trial_once(uri, epochs)
+    assert not (tmp_path / "lenet.dead-letters.jsonl").exists()
 
 
 # --- real sweeps -----------------------------------------------------------------------------------
@@ -213,7 +351,7 @@ def writer_reports_unavailable(log: Path, uri: str) -> bool:
     """Whether the driver's MLflow writer last said that the store at ``uri`` is unavailable (a write failed,
     which the writer retries in the background), not yet that it is back."""
     text = log.read_text()
-    return text.rfind(f"MLflow at {uri} is unavailable") > text.rfind(f"MLflow at {uri} is back after")
+    return text.rfind(f"MLflow at {uri} unavailable since") > text.rfind(f"MLflow at {uri} is back after")
 
 
 def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cluster, tmp_path, mnist_root):
@@ -245,7 +383,7 @@ def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cl
         server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
         assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]
         log = (tmp_path / "driver.log").read_text()
-        assert f"MLflow at {uri} is unavailable" in log and f"MLflow at {uri} is back after" in log
+        assert f"MLflow at {uri} unavailable since" in log and f"MLflow at {uri} is back after" in log
         assert_every_trial_once(uri, epochs)
     finally:
         stop(driver)
@@ -351,11 +489,11 @@ def auth_server(tmp_path_factory):
     [
         (
             {},
-            "the MLflow tracking server at {uri} asks for credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+            "the MLflow tracking server at {uri} asks for credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or put them in ~/.mlflow/credentials",
         ),
         (
             {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "wrong"},
-            "the MLflow tracking server at {uri} refused user 'admin' (HTTP 401): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+            "the MLflow tracking server at {uri} refused user 'admin' (HTTP 401): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or ~/.mlflow/credentials",
         ),
     ],
 )
@@ -364,6 +502,7 @@ def test_a_missing_or_wrong_credential_is_one_line_and_exit_2(
 ):
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials of this machine's
     for name, value in credentials.items():
         monkeypatch.setenv(name, value)
     assert main(sweep_args(tmp_path / "store", mnist_root, 1, "--tracking-uri", auth_server)) == 2
@@ -373,9 +512,42 @@ def test_a_missing_or_wrong_credential_is_one_line_and_exit_2(
     assert capsys.readouterr().err.strip() == f"sweep.aggregate: error: {message.format(uri=auth_server)}"
 
 
+def test_the_credentials_in_mlflows_own_file_open_the_server(auth_server, tmp_path, monkeypatch):
+    """The cluster's way: the password in ~/.mlflow/credentials (mode 600, see cluster.yaml), in no environment."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".mlflow").mkdir()
+    (tmp_path / ".mlflow" / "credentials").write_text(
+        "[mlflow]\nmlflow_tracking_username = admin\nmlflow_tracking_password = right-password\n"
+    )
+    check_store(auth_server)
+    tracker = Tracker(auth_server, "lenet", launch="file")
+    tracker.log_result(SPEC, epoch_result(1))
+    assert steps(tracker.client, tracker.find_run(SPEC.key)) == [1]
+
+
 def test_the_right_credential_opens_the_server(auth_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "right-password")
     tracker = Tracker(auth_server, "lenet", launch="one")
     tracker.log_result(SPEC, epoch_result(1))
     assert steps(tracker.client, tracker.find_run(SPEC.key)) == [1]
+
+
+def test_a_password_in_the_tracking_uri_is_never_printed_or_written(
+    ray_cluster, auth_server, tmp_path, mnist_root, monkeypatch, capsys
+):
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, "")  # so that the credentials the command sets are taken back after the test
+        monkeypatch.delenv(name)
+    with_password = auth_server.replace("http://", "http://admin:right-password@")
+    assert main(sweep_args(tmp_path / "store", mnist_root, 1, "--tracking-uri", with_password)) == 0
+    out = capsys.readouterr()
+    assert aggregate_main(["--tracking-uri", with_password, "--out", str(tmp_path / "tables")]) == 0
+    out2 = capsys.readouterr()
+    printed = out.out + out.err + out2.out + out2.err
+    assert f"tracking at {auth_server}" in printed and "right-password" not in printed
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(written) > 20 and not [path for path in written if b"right-password" in path.read_bytes()]
+    assert json.loads((tmp_path / "store" / "lenet.sweep.json").read_text())["tracking_uri"] == auth_server
