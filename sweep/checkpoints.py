@@ -61,14 +61,29 @@ def _loads(filesystem: pyarrow.fs.FileSystem, path: str) -> bool:
     return True
 
 
-def _copy_into_place(filesystem: pyarrow.fs.FileSystem, source: str, folder: str, name: str) -> None:
-    """Copy folder ``source`` to ``folder/name`` through a hidden copy moved into place at the end."""
-    copy = f"{folder}/.mend-{name}"
-    if filesystem.get_file_info(copy).type != pyarrow.fs.FileType.NotFound:
-        filesystem.delete_dir(copy)  # what a mend cut short left
-    filesystem.create_dir(copy)
-    pyarrow.fs.copy_files(source, copy, source_filesystem=filesystem, destination_filesystem=filesystem)
-    filesystem.move(copy, f"{folder}/{name}")
+def _copy_into_place(filesystem: pyarrow.fs.FileSystem, source: str, target: str) -> None:
+    """Copy the files of checkpoint folder ``source`` into folder ``target``, CHECKPOINT_FILE last: the file
+    that makes a folder a checkpoint (:func:`checkpoint_names`), so that a copy cut short is none. File by
+    file, because an object store such as S3 has no folders to move (a folder is a key prefix)."""
+    files = [
+        info.path
+        for info in filesystem.get_file_info(pyarrow.fs.FileSelector(source, recursive=True))
+        if info.type == pyarrow.fs.FileType.File
+    ]
+    for path in sorted(files, key=lambda path: path.endswith(f"/{CHECKPOINT_FILE}")):
+        destination = f"{target}/{path.removeprefix(source).lstrip('/')}"
+        filesystem.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+        filesystem.copy_file(path, destination)
+
+
+def _remove_abandoned(filesystem: pyarrow.fs.FileSystem, folder: str, named: str) -> None:
+    """Remove what the stopped timeline left after checkpoint ``named`` of trial ``folder``: the checkpoints
+    newer than it (their state now continues under its name: the resumed trial writes its own after it, and
+    an older one left beside them would pass for the newest) and the hidden copies of earlier mends."""
+    for entry in filesystem.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True)):
+        newer = CHECKPOINT_FOLDER.fullmatch(entry.base_name) and entry.base_name > named
+        if entry.type == pyarrow.fs.FileType.Directory and (newer or entry.base_name.startswith(".mend-")):
+            filesystem.delete_dir(entry.path)
 
 
 @dataclass(frozen=True)
@@ -83,10 +98,11 @@ class MendedCheckpoint:
 
 def mend_lost_checkpoints(experiment_path: str) -> list[MendedCheckpoint]:
     """Give every trial Tune will restore from experiment ``experiment_path`` (a path or URI of Tune's
-    experiment folder) the checkpoint its saved state names, where Tune had deleted it: a copy of the
-    trial's newest checkpoint that loads, made under another name and moved into place, so that a mend cut
-    short leaves no half checkpoint. A trial with no checkpoint that loads is left as it is, and so is an
-    experiment of which Tune saved no state yet. Returns the mends made, none on a second call."""
+    experiment folder, on a local disk or S3) the checkpoint its saved state names, where Tune had deleted
+    it: a copy of the trial's newest checkpoint that loads, written into place with CHECKPOINT_FILE last (a
+    mend cut short is mended again by the next), and the checkpoints after the named one removed. A trial
+    with no checkpoint that loads is left as it is, and so is an experiment of which Tune saved no state
+    yet. Returns the mends made, none on a second call."""
     from ray import tune
 
     try:
@@ -99,7 +115,8 @@ def mend_lost_checkpoints(experiment_path: str) -> list[MendedCheckpoint]:
         if trial.status == "TERMINATED" or lost is None:  # Tune restores no finished trial
             continue
         filesystem = lost.filesystem
-        if filesystem.get_file_info(lost.path).type != pyarrow.fs.FileType.NotFound:
+        # No CHECKPOINT_FILE: deleted by Tune, or the copy of a mend cut short.
+        if filesystem.get_file_info(f"{lost.path}/{CHECKPOINT_FILE}").type != pyarrow.fs.FileType.NotFound:
             continue
         folder, named = lost.path.rsplit("/", 1)
         source = next(
@@ -108,6 +125,7 @@ def mend_lost_checkpoints(experiment_path: str) -> list[MendedCheckpoint]:
         )
         if source is None:
             continue
-        _copy_into_place(filesystem, f"{folder}/{source}", folder, named)
+        _copy_into_place(filesystem, f"{folder}/{source}", lost.path)
+        _remove_abandoned(filesystem, folder, named)
         mended.append(MendedCheckpoint(folder.rsplit("/", 1)[-1], named, source))
     return mended

@@ -27,7 +27,7 @@ class RayUnavailable(Exception):
 
 def ray_address(explicit: str | None) -> str | None:
     """``--address``, else ``$RAY_ADDRESS``, else None (a local Ray, or none at all)."""
-    return explicit or os.environ.get("RAY_ADDRESS")
+    return explicit or os.environ.get("RAY_ADDRESS") or None  # an empty $RAY_ADDRESS is none
 
 
 def ray_running_here() -> bool:

@@ -168,7 +168,7 @@ class TrackingWriter:
         self,
         tracking_uri: str,
         sweep: str,
-        artifact_root: Path | None = None,
+        artifact_root: str | None = None,
         launch: str = "",
         dead_letters: DeadLetters | None = None,
     ) -> None:
@@ -287,7 +287,7 @@ _WRITERS_LOCK = threading.Lock()
 def writer_for(
     tracking_uri: str,
     sweep: str,
-    artifact_root: Path | None = None,
+    artifact_root: str | None = None,
     launch: str = "",
     dead_letters: DeadLetters | None = None,
 ) -> TrackingWriter:

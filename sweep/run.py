@@ -18,7 +18,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep.cli import CommandParser, UsageError, format_table, run_command
@@ -191,9 +190,10 @@ class Plan:
     probe: GpuProbe | None = None
 
     @property
-    def artifact_root(self) -> Path | None:
-        """Where a new experiment in an embedded store keeps its artifacts."""
-        return self.storage.artifact_root
+    def artifact_root(self) -> str | None:
+        """Where a new experiment keeps its artifacts: beside the sweep for an embedded store; None for a
+        tracking server, which decides for itself (its --artifacts-destination)."""
+        return None if self.tracking_uri.startswith(("http://", "https://")) else self.storage.artifact_root
 
 
 def _started_gpus(started: dict[str, Any]) -> tuple[bool, tuple[int, int] | None]:
@@ -546,6 +546,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
             "launch": plan.launch_id,
             "gpus": gpus,
             "gpu_capability": None if capability is None else list(capability),
+            "artifact_root": None if plan.artifact_root is None else storage.portable(plan.artifact_root),
         }
         storage.write_record(plan.sweep, record)
         tuner = tune.Tuner(

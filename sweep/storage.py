@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 DEFAULT_STORAGE = "sweeps"
-ARTIFACT_FOLDER = "mlartifacts"  # beside mlflow.db in a local storage
+ARTIFACT_FOLDER = "mlartifacts"  # the runs' artifacts, beside the sweeps (and mlflow.db) in their storage
 STORAGE_PLACEHOLDER = "{storage}"  # the storage's own path, in what the sweep's record holds
 
 
@@ -130,16 +130,19 @@ class SweepStorage:
             raise StorageError(f"cannot use the storage {self.location}: {problem}")
 
     @property
-    def artifact_root(self) -> Path | None:
-        """Where the embedded MLflow store of a local storage keeps its artifacts; None for a remote one."""
-        return None if self.local is None else self.local / ARTIFACT_FOLDER
+    def artifact_root(self) -> str:
+        """Where the MLflow runs of the sweeps kept here keep their artifacts (URI): ``mlartifacts`` beside
+        the sweeps, on a local folder or on S3, never the folder a command runs in (MLflow's default)."""
+        return (self.local / ARTIFACT_FOLDER).as_uri() if self.local is not None else self.path(ARTIFACT_FOLDER)
 
     def portable(self, uri: str) -> str:
         """``uri`` as the sweep's record keeps it: with :data:`STORAGE_PLACEHOLDER` in place of this local
         storage's path, so that the storage can be moved or copied. :meth:`resolve` undoes it."""
         if self.local is None:
             return uri
-        return uri.replace(f"sqlite:///{self.local}/", f"sqlite:///{STORAGE_PLACEHOLDER}/", 1)
+        for scheme in ("sqlite:///", "file://"):
+            uri = uri.replace(f"{scheme}{self.local}/", f"{scheme}{STORAGE_PLACEHOLDER}/", 1)
+        return uri
 
     def resolve(self, uri: str) -> str:
         """A recorded ``uri`` with this storage's path in place of :data:`STORAGE_PLACEHOLDER`."""
@@ -165,7 +168,10 @@ def take_credentials(uri: str) -> str:
     into ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` of this process, where MLflow's client
     takes them from. Called where a command line reads the URI, so that no line it prints, no file it writes
     (the sweep's record, the runs) and no error message holds the password."""
-    parts = urllib.parse.urlsplit(uri)
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:  # no URL at all: the pre-flight's check of the store says so
+        return uri
     if parts.scheme not in ("http", "https") or parts.username is None:
         return uri
     os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)

@@ -152,8 +152,8 @@ def follow_moved_store(database: Path) -> None:
 
     MLflow keeps absolute artifact URIs (``file:///<storage>/mlartifacts/<run id>/artifacts``) and has no
     call to change them, so this rewrites the two columns that hold them (``experiments.artifact_location``,
-    ``runs.artifact_uri``), and only for experiments whose artifacts lie in a ``mlartifacts`` folder (the
-    ones sweep.run creates): the old prefix becomes ``<folder of database>/mlartifacts``.
+    ``runs.artifact_uri``), and only for experiments whose artifacts lie in a local ``mlartifacts`` folder
+    (the ones sweep.run creates for a local storage): the old prefix becomes ``<folder of database>/mlartifacts``.
     """
     if not database.is_file():
         return
@@ -188,7 +188,8 @@ def _reroot_experiments(connection: sqlite3.Connection, here: str) -> None:
         return
     experiments = connection.execute("SELECT experiment_id, artifact_location FROM experiments").fetchall()
     for experiment_id, location in experiments:
-        if location == here or not str(location).endswith(f"/{ARTIFACT_FOLDER}"):
+        local = str(location).startswith("file:")  # artifacts on S3 stay where they are when the store moves
+        if location == here or not local or not str(location).endswith(f"/{ARTIFACT_FOLDER}"):
             continue
         connection.execute(
             "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
@@ -326,12 +327,12 @@ class Tracker:
     Args:
         tracking_uri: ``sqlite:///...`` (embedded) or ``http(s)://`` (a tracking server).
         sweep: the experiment name.
-        artifact_root: where a new experiment in an embedded store keeps its artifacts (a server decides
-            for itself).
+        artifact_root: where a new experiment keeps its artifacts (a URI: beside the sweep, see
+            SweepStorage.artifact_root); None: the store's default.
         launch: the id of the started sweep (``<sweep>.sweep.json``); runs of other launches are kept.
     """
 
-    def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None, launch: str = "") -> None:
+    def __init__(self, tracking_uri: str, sweep: str, artifact_root: str | None = None, launch: str = "") -> None:
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.client = open_client(tracking_uri)
@@ -348,13 +349,12 @@ class Tracker:
                 f"cannot open the MLflow store {tracking_uri}: {first_line(error)}", error.error_code
             ) from None
 
-    def _experiment(self, artifact_root: Path | None) -> str:
+    def _experiment(self, artifact_root: str | None) -> str:
         experiment = self.client.get_experiment_by_name(self.sweep)
         if experiment is not None:
             return experiment.experiment_id
-        location = artifact_root.resolve().as_uri() if artifact_root is not None else None
         try:
-            return self.client.create_experiment(self.sweep, artifact_location=location)
+            return self.client.create_experiment(self.sweep, artifact_location=artifact_root)
         except MlflowException:
             experiment = self.client.get_experiment_by_name(self.sweep)  # created meanwhile by another driver
             if experiment is None:

@@ -313,12 +313,17 @@ def test_a_resume_whose_saved_state_names_a_checkpoint_tune_deleted_goes_on_from
     unmended = tune.Tuner.restore(str(experiment), runnable, resume_errored=True).fit()
     assert "does not exist on storage anymore" in str(next(r.error for r in unmended if r.error is not None))
 
+    # An earlier mend cut short: the named folder without its CHECKPOINT_FILE, and an older engine's copy.
+    (stopped / "checkpoint_000002").mkdir()
+    (stopped / "checkpoint_000002" / "partial").write_bytes(b"cut short")
+    (stopped / ".mend-checkpoint_000002").mkdir()
     assert mend_lost_checkpoints(str(experiment)) == [
         MendedCheckpoint(stopped.name, "checkpoint_000002", "checkpoint_000003")
     ]
     assert (stopped / "checkpoint_000002" / CHECKPOINT_FILE).read_bytes() == whole_file
+    # The stopped timeline's newer checkpoints are gone: the trial's state goes on under the named one.
+    assert sorted(p.name for p in stopped.iterdir() if p.is_dir()) == ["checkpoint_000001", "checkpoint_000002"]
     assert mend_lost_checkpoints(str(experiment)) == []
-    assert not list(stopped.glob(".mend-*"))
 
     mended = tune.Tuner.restore(str(experiment), runnable, resume_errored=True).fit()
     assert all(result.error is None for result in mended)
