@@ -30,7 +30,7 @@ def trials(count: int) -> list[TrialSpec]:
 
 def build_store(root: Path, count: int) -> str:
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    tracker = Tracker(uri, "paper_full", root / "mlartifacts")
+    tracker = Tracker(uri, "paper_full", (root / "mlartifacts").as_uri())
     for i, spec in enumerate(trials(count)):
         tracker.open_run(spec)
         stats = EpochStats(loss=0.1, accuracy=99.0, images=1000, seconds=1.0, step_losses=(), lr=0.001)

@@ -67,7 +67,10 @@ def store(tmp_path_factory) -> str:
     """16 LeNet trials (2 seeds), the WRN-28-10 twins, one duplicate run and one failed trial."""
     root = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    lenet, wrn = Tracker(uri, "lenet", root / "artifacts"), Tracker(uri, "wrn_width", root / "artifacts")
+    lenet, wrn = (
+        Tracker(uri, "lenet", (root / "artifacts").as_uri()),
+        Tracker(uri, "wrn_width", (root / "artifacts").as_uri()),
+    )
     for spec in LENET:
         log_trial(lenet, spec)
     # An older engine left a second, earlier run of the first LeNet trial with other numbers.
@@ -364,7 +367,7 @@ def two_recipes(tmp_path_factory) -> str:
     """One lenet experiment holding 3 seeds of every LeNet under two recipes: 15 epochs, and smoke."""
     root = tmp_path_factory.mktemp("two_recipes")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    tracker = Tracker(uri, "lenet", root / "artifacts")
+    tracker = Tracker(uri, "lenet", (root / "artifacts").as_uri())
     for spec in RECIPE_15 + RECIPE_SMOKE:
         log_trial(tracker, spec, accuracy=designed_accuracy)
     return uri

@@ -221,16 +221,18 @@ def test_a_gpu_node_that_joins_later_fails_every_trial_in_seconds_without_retrie
     (home / "ray_bootstrap_config.yaml").write_text(json.dumps(LAUNCHER_CONFIG))
     storage = cluster.root / "store"
 
-    planned = sweep_run(cluster, "--dry-run", "--data-root", str(mnist), home=home, timeout=120)
-    assert planned.returncode == 0, planned.stderr
-    lines = planned.stdout.splitlines()
-    assert lines[-2:] == [
-        "GPU trials (--gpus auto), planned from the cluster: no GPU on its live nodes, up to 8 from its autoscaler's "
-        "node types (gpu_worker)",
-        "precision fp32 for A, B, C, D, PA, PB, PC, PD: H200: bf16 trains LeNet A 27 % and PA 17 % slower "
-        "(launch-bound)",
-    ]
-    assert [line.split()[0] for line in lines[1:9]] == [spec.key for spec in build_sweep("lenet", profile="smoke")]
+    for mode in ("auto", "require"):  # auto counts the GPUs the autoscaler can add
+        planned = sweep_run(cluster, "--dry-run", "--gpus", mode, "--data-root", str(mnist), home=home, timeout=120)
+        assert planned.returncode == 0, planned.stderr
+        lines = planned.stdout.splitlines()
+        assert lines[-2:] == [
+            f"GPU trials (--gpus {mode}), planned from the cluster: no GPU on its live nodes, up to 8 from its "
+            "autoscaler's node types (gpu_worker)",
+            "precision fp32 for A, B, C, D, PA, PB, PC, PD: H200: bf16 trains LeNet A 27 % and PA 17 % slower "
+            "(launch-bound)",
+        ]
+        keys = [spec.key for spec in build_sweep("lenet", profile="smoke")]
+        assert [line.split()[0] for line in lines[1:9]] == keys
 
     args = ["--gpus", "require", "--gpu-wait", "120", "--data-root", str(mnist), "--storage", str(storage)]
     env = cluster.env(HOME=str(home))

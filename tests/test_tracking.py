@@ -50,10 +50,10 @@ def steps(client: mlflow.MlflowClient, run_id: str, metric: str = "epoch") -> li
 
 def test_an_epoch_logged_again_is_not_doubled_even_by_a_fresh_tracker(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = Tracker(uri, "lenet", tmp_path / "artifacts", launch="one")
+    tracker = Tracker(uri, "lenet", (tmp_path / "artifacts").as_uri(), launch="one")
     for epoch in (1, 2, 2, 1):
         tracker.log_result(SPEC, epoch_result(epoch))
-    again = Tracker(uri, "lenet", tmp_path / "artifacts", launch="one")  # a resumed driver: nothing cached
+    again = Tracker(uri, "lenet", (tmp_path / "artifacts").as_uri(), launch="one")  # a resumed driver: nothing cached
     again.log_result(SPEC, epoch_result(2))
     again.log_result(SPEC, epoch_result(3, final=True))
     again.finish(SPEC, epoch_result(3, final=True))
@@ -68,7 +68,7 @@ def test_an_epoch_logged_again_is_not_doubled_even_by_a_fresh_tracker(tmp_path):
 
 def test_a_finished_run_is_never_reopened_and_a_new_launch_supersedes_it(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = Tracker(uri, "lenet", tmp_path / "artifacts", launch="one")
+    first = Tracker(uri, "lenet", (tmp_path / "artifacts").as_uri(), launch="one")
     first.open_run(SPEC)
     first.log_result(SPEC, epoch_result(1, final=True))
     first.finish(SPEC, epoch_result(1, final=True))
@@ -78,7 +78,7 @@ def test_a_finished_run_is_never_reopened_and_a_new_launch_supersedes_it(tmp_pat
     first.fail(SPEC, "worker died")
     assert first.client.get_run(old).info.status == "FINISHED" and "error" not in first.client.get_run(old).data.tags
     # Another launch of the same trial key (a second sweep on the same server): a new run.
-    second = Tracker(uri, "lenet", tmp_path / "artifacts", launch="two")
+    second = Tracker(uri, "lenet", (tmp_path / "artifacts").as_uri(), launch="two")
     new = second.open_run(SPEC)
     assert new != old and second.client.get_run(new).data.tags["supersedes"] == old
     second.log_result(SPEC, {"health": "diverged", "health_reason": "loss is nan at epoch 1 step 3", "epoch": 0})
@@ -89,7 +89,7 @@ def test_a_finished_run_is_never_reopened_and_a_new_launch_supersedes_it(tmp_pat
 
 
 def test_finishing_clears_the_error_of_an_earlier_attempt(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lenet", tmp_path / "artifacts", launch="one")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "lenet", (tmp_path / "artifacts").as_uri(), launch="one")
     tracker.open_run(SPEC)
     tracker.fail(SPEC, "worker died")
     tracker.open_run(SPEC)  # retried (--resume retries errored trials)
