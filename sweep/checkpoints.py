@@ -76,13 +76,15 @@ def _copy_into_place(filesystem: pyarrow.fs.FileSystem, source: str, target: str
         filesystem.copy_file(path, destination)
 
 
-def _remove_abandoned(filesystem: pyarrow.fs.FileSystem, folder: str, named: str) -> None:
-    """Remove what the stopped timeline left after checkpoint ``named`` of trial ``folder``: the checkpoints
-    newer than it (their state now continues under its name: the resumed trial writes its own after it, and
-    an older one left beside them would pass for the newest) and the hidden copies of earlier mends."""
+def _remove_abandoned(filesystem: pyarrow.fs.FileSystem, folder: str, named: str, keep: str = "") -> None:
+    """Remove what the stopped timeline left after checkpoint ``named`` of trial ``folder`` (but ``keep``):
+    the checkpoints newer than it (their state now continues under its name: the resumed trial writes its
+    own after it, and an older one left beside them would pass for the newest) and the hidden copies of
+    earlier mends."""
     for entry in filesystem.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True)):
         newer = CHECKPOINT_FOLDER.fullmatch(entry.base_name) and entry.base_name > named
-        if entry.type == pyarrow.fs.FileType.Directory and (newer or entry.base_name.startswith(".mend-")):
+        abandoned = newer or entry.base_name.startswith(".mend-")
+        if entry.type == pyarrow.fs.FileType.Directory and abandoned and entry.base_name != keep:
             filesystem.delete_dir(entry.path)
 
 
@@ -125,6 +127,9 @@ def mend_lost_checkpoints(experiment_path: str) -> list[MendedCheckpoint]:
         )
         if source is None:
             continue
+        # The stopped timeline's other checkpoints go first, its source last: a mend cut short anywhere leaves
+        # at most the source, which holds the same state as the named one once that one has its file.
+        _remove_abandoned(filesystem, folder, named, keep=source)
         _copy_into_place(filesystem, f"{folder}/{source}", lost.path)
         _remove_abandoned(filesystem, folder, named)
         mended.append(MendedCheckpoint(folder.rsplit("/", 1)[-1], named, source))

@@ -89,9 +89,6 @@ class CudaProblem(NamedTuple):
     why: str
     advice: str
 
-    def __str__(self) -> str:
-        return f"{self.why}: {self.advice}"
-
 
 def cuda_problem() -> CudaProblem | None:
     """Why torch cannot compute on this node's GPUs; None when it can."""

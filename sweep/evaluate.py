@@ -78,7 +78,7 @@ def _tracking_uri(storage: SweepStorage, sweep: str, explicit: str | None) -> st
     record = storage.read_record(sweep)
     if record is None:
         raise UsageError(f"no sweep {sweep!r} in {storage.location}: pass the --storage it ran with")
-    uri = take_credentials(explicit) if explicit else storage.resolve(record["tracking_uri"])
+    uri = take_credentials(explicit or storage.resolve(record["tracking_uri"]))  # an older engine recorded them
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UsageError(f"no MLflow store at {uri}: pass --tracking-uri")
     return uri

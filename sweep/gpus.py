@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GpuProbe", "GpuSurvey", "probe_gpu_node", "survey_gpus"]
+__all__ = ["GpuProbe", "GpuSurvey", "ProbeFailed", "probe_gpu_node", "survey_gpus"]
 
 # Where ``ray up`` puts the autoscaler's config on the head (Ray Tune looks for it there too).
 LAUNCHER_CONFIG = Path("~/ray_bootstrap_config.yaml")
@@ -54,8 +54,10 @@ def _reported_node_types() -> list[tuple[str, float, int]]:
 
     config = state.get_cluster_config()
     groups = config.node_group_configs if config is not None else []
-    # max_count -1: no limit; counted as one node, enough to say that GPUs can come.
-    return [(g.name, g.resources["GPU"], max(g.max_count, 1)) for g in groups if g.resources.get("GPU", 0)]
+    # max_count -1: no limit, counted as one node (enough to say that GPUs can come); 0: a group turned off.
+    return [
+        (g.name, g.resources["GPU"], max(g.max_count, 1)) for g in groups if g.resources.get("GPU", 0) and g.max_count
+    ]
 
 
 def _launcher_node_types(path: Path) -> list[tuple[str, float, int]]:
@@ -65,7 +67,7 @@ def _launcher_node_types(path: Path) -> list[tuple[str, float, int]]:
     import yaml
 
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return []
     types = dict(config.get("available_node_types", {}))
@@ -75,6 +77,11 @@ def _launcher_node_types(path: Path) -> list[tuple[str, float, int]]:
         for name, spec in types.items()
         if (spec.get("resources") or {}).get("GPU", 0)
     ]
+
+
+class ProbeFailed(RuntimeError):
+    """The probe task itself failed on the GPU node (torch does not import there, the worker died); the
+    message is one line."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,10 @@ def _probe() -> GpuProbe:
 
 def probe_gpu_node(timeout: float = PROBE_TIMEOUT_S) -> GpuProbe | None:
     """Run :func:`_probe` on one live GPU node of the joined cluster; None when it did not run within
-    ``timeout`` seconds (every GPU taken by other work)."""
+    ``timeout`` seconds (every GPU taken by other work). Raises ProbeFailed when the task itself failed."""
     import ray
+
+    from sweep.cli import first_line
 
     task = ray.remote(num_gpus=PROBE_GPU_SHARE, num_cpus=0, max_retries=0)(_probe).remote()
     try:
@@ -114,3 +123,6 @@ def probe_gpu_node(timeout: float = PROBE_TIMEOUT_S) -> GpuProbe | None:
     except ray.exceptions.GetTimeoutError:
         ray.cancel(task, force=True)
         return None
+    except ray.exceptions.RayError as error:
+        cause = getattr(error, "cause", None) or error
+        raise ProbeFailed(f"the task that checks a GPU node of the cluster failed: {first_line(cause)}") from None

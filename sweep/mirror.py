@@ -37,7 +37,7 @@ from ray import tune
 from sweep.cli import first_line
 from sweep.metrics import EPOCH_METRICS, parse_noise_metric
 from sweep.specs import TrialSpec
-from sweep.storage import SweepStorage
+from sweep.storage import StorageError, SweepStorage
 from sweep.tracking import Tracker
 
 __all__ = [
@@ -70,8 +70,13 @@ PERMANENT_ERRORS = frozenset(
 
 
 def is_permanent(error: BaseException) -> bool:
-    """Whether ``error`` (raised by a Tracker) is the store refusing a write for good, not an outage."""
-    return getattr(error, "error_code", None) in PERMANENT_ERRORS
+    """Whether ``error`` (raised by a Tracker) is the store refusing a write for good, not an outage: one of
+    MLflow's PERMANENT_ERRORS, or an artifact store's (boto3's) refusal with an HTTP 4xx other than a
+    timeout or a throttle (AccessDenied, NoSuchBucket...)."""
+    if getattr(error, "error_code", None) in PERMANENT_ERRORS:
+        return True
+    status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return 400 <= status < 500 and status not in (408, 429)
 
 
 def outage_reason(error: BaseException) -> str:
@@ -129,8 +134,14 @@ class DeadLetters:
         self.path = storage.path(self.name)
 
     def read(self) -> list[DeadLetter]:
-        text = self.storage.read_text(self.name) or ""
-        return [DeadLetter.from_json(line) for line in text.splitlines() if line.strip()]
+        """The letters kept; a line cut short (a process that died writing it) is passed over with one line."""
+        letters = []
+        for line in (self.storage.read_text(self.name) or "").splitlines():
+            try:
+                letters.append(DeadLetter.from_json(line))
+            except (ValueError, KeyError, TypeError):
+                print(f"passed over a damaged line of {self.path}: {line[:80]}", file=sys.stderr, flush=True)
+        return letters
 
     def write(self, letters: list[DeadLetter]) -> None:
         """Keep exactly ``letters`` (none: the file goes)."""
@@ -180,11 +191,11 @@ class TrackingWriter:
         self._tracker: Tracker | None = None
         threading.Thread(target=self._deliver, name=f"mlflow-writer-{sweep}", daemon=True).start()
 
-    def start(self, dead_letters: DeadLetters | None) -> None:
+    def start(self, dead_letters: DeadLetters | None, keep_earlier: bool = True) -> None:
         """Begin a launch (or a ``--sync``): no write set aside yet, the dead letters of earlier ones kept in
-        ``dead_letters`` beside this launch's."""
+        ``dead_letters`` beside this launch's, unless this launch tries them again (``keep_earlier`` false)."""
         self.dead_letters = dead_letters
-        self._kept_before = [] if dead_letters is None else dead_letters.read()
+        self._kept_before = dead_letters.read() if dead_letters is not None and keep_earlier else []
         self.set_aside: list[DeadLetter] = []  # by this launch, in order
 
     def submit(self, operation: str, *args: Any) -> None:
@@ -243,6 +254,16 @@ class TrackingWriter:
                 )
             backoff, refusals, outage = FIRST_BACKOFF_S, 0, None
 
+    def keep(self) -> None:
+        """Write the dead letters (the earlier launches' kept, and this one's) to the storage; a storage that
+        refuses them is one line, and they stay in this process (the delivery goes on)."""
+        if self.dead_letters is None:
+            return
+        try:
+            self.dead_letters.write([*self._kept_before, *self.set_aside])
+        except (OSError, StorageError) as error:
+            print(f"cannot keep the dead letters in {self.dead_letters.path}: {first_line(error)}", file=sys.stderr)
+
     def _outage(self, outage: tuple[float, str, float] | None, error: BaseException) -> tuple[float, str, float]:
         """Say that the store is away, when it went and every OUTAGE_LINE_EVERY_S while it stays away."""
         now = time.monotonic()
@@ -264,11 +285,11 @@ class TrackingWriter:
             self._changed.notify_all()
 
     def _set_aside(self, letter: DeadLetter, loud: bool = False) -> None:
-        """Take the write at the head of the queue off it as a dead letter, kept where the writer keeps them."""
+        """Take the write at the head of the queue off it as a dead letter. The first of a trial (``loud``)
+        is kept in the storage at once, with one line; the trial's later ones join it at :meth:`keep`."""
         self.set_aside.append(letter)
-        if self.dead_letters is not None:
-            self.dead_letters.write([*self._kept_before, *self.set_aside])
         if loud:
+            self.keep()
             where = self.dead_letters.path if self.dead_letters is not None else "this process"
             print(
                 f"MLflow refused a write of trial {letter.trial_key} for good ({letter.error}): it and the trial's "

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sweep.cli import CommandParser, UsageError, format_table, run_command
 from sweep.cluster import RayUnavailable, join_ray, ray_address, ray_running_here, reach_ray
 from sweep.defaults import DEFAULT_DATA_ROOT, DEFAULT_OVERHEAD_BUDGET, PROFILES
-from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_storage
+from sweep.storage import DEFAULT_STORAGE, StorageError, SweepStorage, resolve_storage, without_credentials
 
 if TYPE_CHECKING:
     from sweep.data import DatasetTensors
@@ -101,15 +101,15 @@ def _parser() -> argparse.ArgumentParser:
         "--gpus",
         default="auto",
         choices=("auto", "require", "none"),
-        help="auto: trials ask for GPUs when the cluster has any; require: always, waiting --gpu-wait s for GPU "
-        "workers to join; none: CPUs only",
+        help="auto: trials ask for GPUs when the cluster has any or its autoscaler can add some; require: always; "
+        "none: CPUs only. Without a GPU yet, the driver waits --gpu-wait s for GPU workers to join",
     )
     parser.add_argument(
         "--gpu-wait",
         type=float,
         default=600,
         metavar="SECONDS",
-        help="with --gpus require, how long to wait for an autoscaler to add GPU workers",
+        help="how long to wait for the first GPU worker when GPU trials are planned",
     )
     parser.add_argument(
         "--max-failures",
@@ -196,11 +196,13 @@ class Plan:
         return None if self.tracking_uri.startswith(("http://", "https://")) else self.storage.artifact_root
 
 
-def _started_gpus(started: dict[str, Any]) -> tuple[bool, tuple[int, int] | None]:
-    """Whether started sweep ``started`` (its record) planned GPU trials, and the compute capability of the
-    GPUs it planned their precision for (None: not probed)."""
+def _started_gpus(started: dict[str, Any]) -> tuple[bool, tuple[int, int] | None, bool]:
+    """Whether started sweep ``started`` (its record) planned GPU trials, the compute capability of the GPUs
+    it planned their precision for (None: not probed), and whether it is of an engine that gave every GPU
+    trial bf16 (its record has no ``gpu_capability``)."""
     capability = started.get("gpu_capability")
-    return started.get("gpus", False), None if capability is None else tuple(capability)
+    gpus = started.get("gpus", False)
+    return gpus, None if capability is None else tuple(capability), gpus and "gpu_capability" not in started
 
 
 def _trial_table(specs: list[TrialSpec] | tuple[TrialSpec, ...]) -> str:
@@ -228,9 +230,12 @@ def _trial_resources(config: dict[str, Any]) -> dict[str, float]:
     return TrialSpec.from_config(config).resources(config["gpus"], config["node_cpus"])
 
 
-def _plan(args: argparse.Namespace, gpus: bool, capability: tuple[int, int] | None = None) -> list[TrialSpec]:
+def _plan(
+    args: argparse.Namespace, gpus: bool, capability: tuple[int, int] | None = None, all_bf16: bool = False
+) -> list[TrialSpec]:
     """The trials of the sweep asked for, each in the precision :func:`_precision` gives it for trials that
-    get GPUs (``gpus``) of compute ``capability`` (None: not known)."""
+    get GPUs (``gpus``) of compute ``capability`` (None: not known); ``all_bf16``: bf16 for every one, as the
+    engine before the precision table gave GPU trials (a sweep it started continues so)."""
     from sweep.catalog import SWEEPS, build_sweep
 
     if args.sweep is None:
@@ -240,6 +245,8 @@ def _plan(args: argparse.Namespace, gpus: bool, capability: tuple[int, int] | No
         specs = build_sweep(args.sweep, profile=args.profile, seeds=args.seeds, overrides=overrides)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if all_bf16:
+        overrides = [(None, "precision", "bf16"), *overrides]
     return [
         dataclasses.replace(
             spec, recipe=dataclasses.replace(spec.recipe, precision=_precision(spec, overrides, gpus, capability)[0])
@@ -289,11 +296,9 @@ def _check_continued(started: dict[str, Any], specs: list[TrialSpec], storage: S
         raise UsageError(
             "--resume and --sync continue the sweep as it was started: use the same --profile, --seeds and --set"
         )
-    if storage.resolve(started["tracking_uri"]) != tracking_uri:
-        raise UsageError(
-            "--resume and --sync continue the sweep with the tracking store it started with: "
-            f"{storage.resolve(started['tracking_uri'])}"
-        )
+    recorded = without_credentials(storage.resolve(started["tracking_uri"]))  # an older engine recorded them
+    if recorded != tracking_uri:
+        raise UsageError(f"--resume and --sync continue the sweep with the tracking store it started with: {recorded}")
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -338,10 +343,11 @@ def _load_data(specs: list[TrialSpec], data_root: str | None, download: bool) ->
 
 
 def preflight(args: argparse.Namespace) -> Plan:
-    """Every check that can be made before Ray starts, in order: the sweep and its --set, the option values,
-    the resources, the storage (writable, and holding a started sweep exactly when continuing one), the
-    tracking store, the data sets (loaded; downloaded first where absent, unless a dry run). Creates
-    nothing else; raises UsageError (one line) at the first problem, before any download."""
+    """Every check that can be made before any trial starts, in order: the sweep and its --set, the option
+    values, the resources, the storage (writable, and holding a started sweep exactly when continuing one),
+    the tracking store, the cluster's GPUs (a cluster given with --address, or the Ray running here, is
+    joined: no local Ray is started), the data sets (loaded; downloaded first where absent, unless a dry
+    run). Creates nothing; raises UsageError (one line) at the first problem, before any download."""
     specs = _plan(args, gpus=False)  # the sweep, --seeds, every --set
     _check_options(args)
     address = ray_address(args.address)
@@ -395,7 +401,7 @@ def _survey_cluster(args: argparse.Namespace, address: str | None) -> tuple[GpuS
         return None, None
     import ray
 
-    from sweep.gpus import probe_gpu_node, survey_gpus
+    from sweep.gpus import survey_gpus
 
     if not ray.is_initialized():
         try:
@@ -403,13 +409,24 @@ def _survey_cluster(args: argparse.Namespace, address: str | None) -> tuple[GpuS
         except RayUnavailable as error:
             raise UsageError(str(error)) from None
     survey = survey_gpus()
-    probe = probe_gpu_node() if survey.live else None
+    return survey, _probe(args) if survey.live else None
+
+
+def _probe(args: argparse.Namespace) -> GpuProbe | None:
+    """What a task finds on a live GPU node (sweep.gpus.probe_gpu_node); a GPU that torch cannot use stops
+    the sweep here, with the one line a trial would fail with."""
+    from sweep.gpus import ProbeFailed, probe_gpu_node
+
+    try:
+        probe = probe_gpu_node()
+    except ProbeFailed as error:
+        raise UsageError(str(error)) from None
     if probe is not None and probe.problem is not None:
         raise UsageError(
             f"a task on the cluster's GPU node {probe.node} {probe.problem}; so would every GPU trial (--gpus none: "
             "CPUs only)"
         )
-    return survey, probe
+    return probe
 
 
 def _gpus_planned(args: argparse.Namespace, survey: GpuSurvey) -> bool:
@@ -423,7 +440,7 @@ def _dry_run(plan: Plan, args: argparse.Namespace) -> None:
     precision of each and why."""
     capability = plan.probe.capability if plan.probe else None
     if plan.started is not None:
-        (gpus, capability), source = _started_gpus(plan.started), "the record of the started sweep"
+        (gpus, capability, _), source = _started_gpus(plan.started), "the record of the started sweep"
     elif plan.survey is not None:
         gpus, source = _gpus_planned(args, plan.survey), f"the cluster: {plan.survey.describe()}"
         if plan.probe is not None:
@@ -472,7 +489,8 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     if args.sync:
         writer, _ = _open_tracking(plan)
         letters = writer.dead_letters.read()
-        for letter in letters:  # set aside by an earlier launch: tried again, first
+        writer.start(writer.dead_letters, keep_earlier=False)  # tried again, first: what fails now is kept
+        for letter in letters:
             writer.submit(letter.operation, *letter.args)
         replayed = replay_trials(plan.storage, plan.sweep, list(plan.specs), writer)
         again = f" and {len(letters)} writes set aside before" if letters else ""
@@ -480,8 +498,10 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
             f"sweep {plan.sweep}: delivering what {replayed} trials reported{again} to {plan.tracking_uri}", flush=True
         )
         code = _deliver(writer, args, 0)
-        if not writer.pending():  # every write tried: the dead letters are what failed now
-            writer.dead_letters.write(writer.set_aside)
+        if writer.pending():  # not every letter was tried: they stay
+            writer.dead_letters.write([*letters, *writer.set_aside])
+        else:
+            writer.keep()
         return code
 
     # Keeping two checkpoints per trial makes Tune snapshot its state after every epoch, and warn about
@@ -504,15 +524,16 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
             join_ray(plan.address, verbose=args.verbose)
         except RayUnavailable as error:
             raise UsageError(str(error)) from None
-    survey = plan.survey or (survey_gpus() if args.gpus != "none" else GpuSurvey(0, 0))
-    gpus = _gpus_planned(args, survey)
+    if plan.started is not None:  # as it started, whatever the cluster now has
+        gpus, specs = _started_gpus(plan.started)[0], list(plan.specs)
+    else:
+        gpus = _gpus_planned(args, plan.survey or (survey_gpus() if args.gpus != "none" else GpuSurvey(0, 0)))
     if gpus and not ray.cluster_resources().get("GPU", 0):
         _wait_for_gpus(args.gpu_wait, args.gpus)
-    capability = plan.probe.capability if plan.probe else None
+    probe = plan.probe or (_probe(args) if gpus and plan.started is None else None)  # a GPU node that came since
+    capability = probe.capability if probe else None
     if plan.started is None:
         specs = _plan(args, gpus, capability)
-    else:  # in the precision it started with, whatever the cluster now has
-        specs = list(plan.specs)
     writer, experiment_id = _open_tracking(plan)
     storage = plan.storage
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
@@ -574,6 +595,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     outcomes, code = _summarize(results, writer)
     replay_trials(storage, plan.sweep, specs, writer)  # what Tune kept and the callback never saw (a driver that died)
     code = _deliver(writer, args, code)
+    writer.keep()
     _print_outcomes(plan, outcomes, experiment_id)
     return code
 

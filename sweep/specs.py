@@ -72,7 +72,8 @@ class Recipe:
         eval_batch_size: images per forward pass at test time.
         precision: ``fp32``, or ``bf16``: forward pass and loss under ``torch.autocast`` in bfloat16 (the
             weights, gradients and optimizer state stay fp32), in training and in scoring. ``sweep.run``
-            makes it ``bf16`` when the trials get GPUs, unless ``--set precision=`` says otherwise.
+            gives GPU trials the precision measured faster for their model (sweep.precision), unless
+            ``--set precision=`` says otherwise.
         compile: train and score through ``torch.compile(model)``.
     """
 

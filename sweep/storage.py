@@ -18,6 +18,7 @@ __all__ = [
     "folder_problem",
     "resolve_storage",
     "take_credentials",
+    "without_credentials",
 ]
 
 DEFAULT_STORAGE = "sweeps"
@@ -163,21 +164,36 @@ class SweepStorage:
         return None if self.local is None else f"sqlite:///{self.local / 'mlflow.db'}"
 
 
-def take_credentials(uri: str) -> str:
-    """``uri`` without the user and password of an ``http(s)://USER:PASSWORD@HOST...`` tracking URI, which go
-    into ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` of this process, where MLflow's client
-    takes them from. Called where a command line reads the URI, so that no line it prints, no file it writes
-    (the sweep's record, the runs) and no error message holds the password."""
+def _split_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(``uri`` without its user and password, the user, the password) for an ``http(s)://USER:PASSWORD@HOST``
+    URI; (``uri``, None, None) for any other, a URL that does not parse included."""
     try:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:  # no URL at all: the pre-flight's check of the store says so
-        return uri
+        return uri, None, None
     if parts.scheme not in ("http", "https") or parts.username is None:
-        return uri
-    os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
-    if parts.password is not None:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password)
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        return uri, None, None
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    password = None if parts.password is None else urllib.parse.unquote(parts.password)
+    return bare, urllib.parse.unquote(parts.username), password
+
+
+def without_credentials(uri: str) -> str:
+    """``uri`` without the user and password of an ``http(s)://USER:PASSWORD@HOST...`` URI."""
+    return _split_credentials(uri)[0]
+
+
+def take_credentials(uri: str) -> str:
+    """:func:`without_credentials`, the user and password going into ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` of this process, where MLflow's client takes them from. Called where a
+    command line reads the URI, so that no line it prints, no file it writes (the sweep's record, the runs)
+    and no error message holds the password."""
+    bare, user, password = _split_credentials(uri)
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return bare
 
 
 def resolve_storage(explicit: str | None) -> SweepStorage:

@@ -69,8 +69,10 @@ def test_aws_cluster_has_a_cpu_head_and_single_gpu_workers():
     assert worker["node_config"]["InstanceType"].startswith(("g5.", "g6.", "p3.2", "g4dn."))
     assert worker["min_workers"] == 0 and worker["max_workers"] <= cluster["max_workers"]
     # A GPU worker whose driver cannot run the torch build fails its setup, on an AMI chosen for its driver.
-    assert worker["worker_setup_commands"] == ["python -m sweep.devices"]
+    # (A node type's own worker_setup_commands would replace setup_commands: the project would not be installed.)
+    assert "worker_setup_commands" not in worker and cluster["worker_setup_commands"] == ["python -m sweep.devices"]
     assert worker["node_config"]["ImageId"].startswith("ami-")
+    assert cluster["initialization_commands"] == ["mkdir -p /home/ubuntu/pushpull-mlflow"]
 
 
 def test_the_lab_clusters_workers_check_their_driver_as_they_start():

@@ -2,25 +2,30 @@
 scoring task is handed (sweep.data, sweep.scoring): all without a GPU, the GPU's answers stubbed where the
 case needs one."""
 
+import json
 import pickle
 import random
 import subprocess
 import sys
+from pathlib import Path
+from unittest import mock
 
 import pytest
 import ray
 import torch
 
 from models import build_model
-from sweep import devices
+from sweep import devices, trainable
 from sweep.catalog import build_sweep
-from sweep.data import DatasetTensors, fetch_dataset, share_datasets
+from sweep.data import DatasetTensors, fetch_dataset, load_dataset, share_datasets
 from sweep.devices import DeviceUnusable, check_precision, device_for
 from sweep.health import HealthMonitor
 from sweep.precision import default_precision
 from sweep.scoring import scoring_payload
-from sweep.trainable import restore_trial_state, save_trial_state
+from sweep.tracking import failure_reason
+from sweep.trainable import NoRetryOnDeviceError, restore_trial_state, save_trial_state
 from sweep.training import make_optimizer
+from tests.datasets import write_mnist
 
 
 class CudaCalled(AssertionError):
@@ -245,3 +250,41 @@ def test_a_trial_receives_references_and_fetches_only_the_data_set_it_trains_on(
     mnist = fetch_dataset(shared["mnist"])
     for field in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(mnist, field), getattr(data["mnist"], field))
+
+
+def trial_holding_gpu_0(config, datasets):
+    """train_trial as in a trial that Ray gave GPU 0, on a node where torch cannot use it (this machine)."""
+    with mock.patch.object(trainable, "assigned_gpu_ids", lambda: ["0"]):
+        return trainable.train_trial(config, datasets)
+
+
+@pytest.mark.skipif(devices.cuda_problem() is None, reason="torch can use this machine's GPU")
+@pytest.mark.parametrize(("callbacks", "failures"), [("no retry on a device error", 1), ("none", 3)])
+def test_a_trial_holding_a_gpu_torch_cannot_use_fails_at_once_with_its_line_and_is_not_retried(
+    ray_cluster, tmp_path, callbacks, failures
+):
+    from ray import tune
+
+    write_mnist(tmp_path / "data", n_train=64, n_test=10)
+    datasets = share_datasets({"mnist": load_dataset("mnist", tmp_path / "data")})
+    spec = build_sweep("lenet", profile="smoke")[0]
+    result = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trial_holding_gpu_0, datasets=datasets), {"cpu": 1}),
+        param_space={"spec": spec.to_dict(), "overhead_budget": 1.0},
+        run_config=tune.RunConfig(
+            name="gpu",
+            storage_path=str(tmp_path / "store"),
+            failure_config=tune.FailureConfig(max_failures=2),
+            callbacks=[NoRetryOnDeviceError(2)] if callbacks != "none" else [],
+            verbose=0,
+        ),
+    ).fit()[0]
+    line = (
+        f"holds GPU 0 but torch {torch.__version__} cannot use it (no NVIDIA driver on this node: libcuda.so.1 does "
+        "not load): use an image/AMI with driver >= 580 (CUDA 13.0)"
+    )
+    assert result.error is not None and failure_reason(result.error, result.metrics) == line
+    # Tune's record: how often the trial failed (2 retries without the callback), and no epoch ever trained.
+    assert (Path(result.path) / "error.txt").read_text().count("Failure # ") == failures
+    reports = [json.loads(r) for r in (Path(result.path) / "result.json").read_text().splitlines()]
+    assert [r["device_error"] for r in reports] == [line] * failures and not any("epoch" in r for r in reports)

@@ -186,6 +186,11 @@ def test_a_write_refused_for_good_is_set_aside_with_its_trials_later_writes_and_
         writer.submit("log_result", SPEC, {"epoch": epoch})
         writer.submit("log_result", REFUSED, {"epoch": epoch})
     assert writer.drain(30) == 0
+    kept_at_once = [
+        json.loads(line)["args"] for line in (tmp_path / "lenet.dead-letters.jsonl").read_text().splitlines()
+    ]
+    assert kept_at_once == [[{"epoch": 1}]]  # the trial's first refused write, kept as it was set aside
+    writer.keep()  # as sweep.run does when the sweep ends: its later ones too
 
     assert RefusingTracker.delivered == [(SPEC.key, 1), (SPEC.key, 2), (SPEC.key, 3)]
     assert RefusingTracker.tries == [1, 1, 1]  # three tries of the first write, none of the trial's later ones
