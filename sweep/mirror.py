@@ -151,10 +151,6 @@ class DeadLetters:
             self.storage.delete(self.name)
 
 
-class _TrialSetAside(Exception):
-    """A write of a trial whose earlier write was set aside: it is set aside too, in order behind it."""
-
-
 def tracked(result: dict[str, Any]) -> dict[str, Any]:
     """The part of a Tune result that goes to MLflow: the metrics and the health fields."""
     return {
@@ -225,15 +221,13 @@ class TrackingWriter:
                     self._changed.wait()
                 operation, args = self._queue[0]
             key = args[0].key
+            if any(letter.trial_key == key for letter in self.set_aside):  # in order behind its trial's first
+                self._set_aside(DeadLetter(key, operation, args, "an earlier write of its trial was set aside"))
+                continue
             try:
-                if any(letter.trial_key == key for letter in self.set_aside):
-                    raise _TrialSetAside
                 if self._tracker is None:
                     self._tracker = Tracker(*self._tracker_args)
                 getattr(self._tracker, operation)(*args)
-            except _TrialSetAside:
-                self._set_aside(DeadLetter(key, operation, args, "an earlier write of its trial was set aside"))
-                continue
             except Exception as error:  # noqa: BLE001 - whatever the store raises, the write waits or is set aside
                 self._tracker = None
                 if not is_permanent(error):

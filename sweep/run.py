@@ -476,7 +476,10 @@ def _open_tracking(plan: Plan) -> tuple[TrackingWriter, str]:
     except TrackingUnavailable as error:
         raise UsageError(str(error)) from None
     dead_letters = DeadLetters(plan.storage, plan.sweep)
-    writer = writer_for(plan.tracking_uri, plan.sweep, plan.artifact_root, plan.launch_id, dead_letters)
+    try:
+        writer = writer_for(plan.tracking_uri, plan.sweep, plan.artifact_root, plan.launch_id, dead_letters)
+    except StorageError as error:  # the dead letters of earlier launches could not be read
+        raise UsageError(str(error)) from None
     return writer, tracker.experiment_id
 
 

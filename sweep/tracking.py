@@ -400,8 +400,10 @@ class Tracker:
         if earlier:
             tags["supersedes"] = earlier[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=spec.run_name, tags=tags)
+        params = [Param(name, str(value)) for name, value in spec.params().items()]
+        self.client.log_batch(run.info.run_id, params=params)  # if this fails, the run found again gets them
         self._run_ids[spec.key] = run.info.run_id
-        self._complete_params(run.info.run_id, spec)
+        self._complete.add(run.info.run_id)
         return run.info.run_id
 
     def _complete_params(self, run_id: str, spec: TrialSpec) -> None:
