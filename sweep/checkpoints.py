@@ -1,6 +1,11 @@
 """The checkpoints Tune keeps of a trial (``<sweep>/<trial key>/checkpoint_NNNNNN/trial.pt``, on a local
-folder or remote storage), and the mend a sweep needs to resume when Tune's saved state names one that Tune
-itself has deleted.
+folder or remote storage), what the trial had reported when it saved one (``reported.jsonl`` beside it), and
+the mend a sweep needs to resume when Tune's saved state names one that Tune itself has deleted.
+
+Why the trial's own record of its reports: Tune's ``result.json`` reaches the storage from the driver's
+staging folder, uploaded every few seconds at best, while a checkpoint is uploaded by the trial with its
+report. A driver that stops in between leaves epochs that a resumed trial, starting after its checkpoint,
+never reports again; the checkpoint's ``reported.jsonl`` still holds them (see sweep.mirror.replay_trials).
 
 Why the mend: Tune deletes a trial's checkpoints beyond ``CheckpointConfig(num_to_keep)`` the moment newer
 ones arrive, but saves its experiment state only every few seconds. A driver that stops in between leaves a
@@ -12,16 +17,28 @@ checkpoints that replaced it are on storage, newer: the trial resumes from the n
 from __future__ import annotations
 
 import io
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
 import torch
 
-__all__ = ["CHECKPOINT_FILE", "MendedCheckpoint", "checkpoint_names", "mend_lost_checkpoints", "read_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "REPORTED_FILE",
+    "MendedCheckpoint",
+    "checkpoint_names",
+    "checkpointed_results",
+    "mend_lost_checkpoints",
+    "read_checkpoint",
+    "write_reported",
+]
 
 CHECKPOINT_FILE = "trial.pt"  # what sweep.trainable.save_trial_state writes in each checkpoint folder
+REPORTED_FILE = "reported.jsonl"  # every result the trial reported up to the checkpoint, one JSON line each
 
 CHECKPOINT_FOLDER = re.compile(r"checkpoint_\d+")  # Tune's name: checkpoint_ and a zero-padded index
 
@@ -51,6 +68,36 @@ def read_checkpoint(filesystem: pyarrow.fs.FileSystem, path: str) -> dict[str, A
     anything but tensors and plain values (``weights_only``: a checkpoint on shared storage runs no code)."""
     with filesystem.open_input_stream(path) as stream:
         return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
+
+
+def write_reported(directory: str | Path, results: list[dict[str, Any]]) -> None:
+    """Write ``results`` (the trial's reports so far, oldest first) into checkpoint folder ``directory``."""
+    Path(directory, REPORTED_FILE).write_text("".join(json.dumps(result) + "\n" for result in results))
+
+
+def read_reported(directory: str | Path) -> list[dict[str, Any]]:
+    """The results :func:`write_reported` wrote into local checkpoint folder ``directory``; [] for a checkpoint
+    of an engine that wrote none."""
+    path = Path(directory, REPORTED_FILE)
+    return _parse_reported(path.read_text()) if path.is_file() else []
+
+
+def _parse_reported(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def checkpointed_results(trial_folder: str) -> list[dict[str, Any]]:
+    """What the trial in ``trial_folder`` (a path or URI of its folder in Tune's experiment, local or on S3)
+    had reported when it saved its newest checkpoint; [] when it has none, or one without that record."""
+    filesystem, folder = pyarrow.fs.FileSystem.from_uri(trial_folder)
+    names = checkpoint_names(filesystem, folder)
+    if not names:
+        return []
+    path = f"{folder}/{names[0]}/{REPORTED_FILE}"
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return []
+    with filesystem.open_input_stream(path) as stream:
+        return _parse_reported(stream.read().decode())
 
 
 def _loads(filesystem: pyarrow.fs.FileSystem, path: str) -> bool:

@@ -6,6 +6,7 @@ before its arguments are checked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -19,6 +20,9 @@ __all__ = ["RayUnavailable", "check_token", "join_ray", "ray_address", "ray_runn
 # the cluster wants an auth token that the call lacks.
 FIRST_GCS_CALL = "/ray.rpc.NodeInfoGcsService/GetClusterId"
 FROM_THE_HEAD = "`ray get-auth-token` on the head prints it"
+# The tracking credentials are the driver's alone (trials never write to MLflow): a local Ray started by the
+# driver would hand its environment to every worker process, where any task could read them.
+DRIVER_ONLY_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "PGPASSWORD")
 
 
 class RayUnavailable(Exception):
@@ -121,11 +125,22 @@ def join_ray(address: str | None, verbose: bool = True) -> None:
     try:
         if address == "auto":
             _check_auto()
-        ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+        with _driver_secrets_hidden():
+            ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
     except (ConnectionError, ValueError) as error:  # ValueError: an address Ray cannot parse
         raise RayUnavailable(f"cannot join the Ray cluster at {address}: {first_line(error)}") from None
     except ray.exceptions.AuthenticationError as error:  # RAY_AUTH_MODE=token here, and no token found
         raise RayUnavailable(f"cannot join the Ray cluster at {address}: {error.message}") from None
+
+
+@contextlib.contextmanager
+def _driver_secrets_hidden():
+    """Take :data:`DRIVER_ONLY_VARIABLES` out of this process's environment while Ray starts its processes."""
+    kept = {name: os.environ.pop(name) for name in DRIVER_ONLY_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(kept)
 
 
 def _check_auto() -> None:

@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     from sweep.catalog import SWEEPS
     from sweep.cluster import RayUnavailable, ray_address
     from sweep.data import DataUnavailable, load_datasets
-    from sweep.devices import device_for
+    from sweep.devices import DeviceUnusable, device_for
     from sweep.scoring import plan_jobs, score_jobs, score_on_cluster
     from sweep.tracking import log_suite_scores
 
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
     address = ray_address(args.address)
     try:
         scores = score_on_cluster(jobs, data, address) if jobs and address else score_jobs(jobs, data, device_for(None))
-    except RayUnavailable as error:
+    except (RayUnavailable, DeviceUnusable) as error:
         raise UsageError(str(error)) from None
     scored = [job for job in jobs if job.run_id in scores]  # less the trials whose checkpoint did not load
     logged = sum(log_suite_scores(client, job.run_id, args.suite, job.step, scores[job.run_id]) for job in scored)

@@ -1,11 +1,15 @@
 """MLflow as a mirror of what Tune keeps: tracking that never stops or slows the trials.
 
-Design: Tune's persisted trial results (``<storage>/<sweep>/<trial key>/result.json``, written with every
-report, on shared storage for a cluster) are the source of truth, and MLflow mirrors them. Live, the Tune
-callback hands each event to one background :class:`TrackingWriter`, which delivers them in order and
-retries each with exponential backoff for as long as the tracking store is away: training never waits
-for MLflow. When a sweep ends, :func:`replay_trials` hands the writer everything Tune kept, so whatever the
-callback never saw (a driver killed mid-sweep, a write dropped with a dying process) is delivered too.
+Design: what the sweep's storage keeps of each trial is the source of truth, and MLflow mirrors it: Tune's
+``<storage>/<sweep>/<trial key>/result.json`` (uploaded from the driver's staging folder every few seconds
+at best, so it may lag behind the trial) and the reports the trial saved with its newest checkpoint
+(sweep.checkpoints.REPORTED_FILE, uploaded with the checkpoint itself). Live, the Tune callback hands each
+event to one background :class:`TrackingWriter`, which delivers them in order and retries each with
+exponential backoff for as long as the tracking store is away: training never waits for MLflow. When a
+sweep is resumed, before any trial runs again, and when it ends, :func:`replay_trials` hands the writer
+everything the storage kept, so whatever the callback never saw (a driver killed mid-sweep with writes
+waiting, a write dropped with a dying process) is delivered too, also the epochs a resumed trial, starting
+after its checkpoint, does not report again.
 Nothing is doubled, because every operation of :class:`sweep.tracking.Tracker` is idempotent (a run per
 trial and launch, a point per step). Writes still waiting when a sweep ends are not lost: they are all in
 Tune's results, and ``python -m sweep.run SWEEP --sync`` delivers them later.
@@ -34,6 +38,7 @@ from typing import Any
 
 from ray import tune
 
+from sweep.checkpoints import checkpointed_results
 from sweep.cli import first_line
 from sweep.metrics import EPOCH_METRICS, parse_noise_metric
 from sweep.specs import TrialSpec
@@ -46,6 +51,7 @@ __all__ = [
     "TrackingCallback",
     "TrackingWriter",
     "is_permanent",
+    "kept_results",
     "replay_trials",
     "writer_for",
 ]
@@ -319,19 +325,38 @@ def writer_for(
         return _WRITERS[key]
 
 
+def kept_results(storage: SweepStorage, sweep: str, key: str) -> list[dict[str, Any]]:
+    """What the storage kept of trial ``key``'s reports, one per epoch, oldest first: its ``result.json``,
+    with the epochs it lacks taken from the reports saved with the trial's newest checkpoint; a diverged
+    trial's last report (of its last healthy epoch again) last. Reports without an epoch (a GPU the trial
+    could not use) are left out."""
+    text = storage.read_text(f"{sweep}/{key}/result.json")
+    uploaded = [json.loads(line) for line in (text or "").splitlines() if line.strip()]
+    try:
+        checkpointed = checkpointed_results(storage.path(f"{sweep}/{key}"))
+    except (OSError, ValueError) as error:  # pyarrow's errors for a storage it cannot read
+        raise StorageError(f"cannot read the checkpoints of trial {key} in {storage.location}: {error}") from None
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for result in [*uploaded, *checkpointed]:
+        if "epoch" in result:
+            by_epoch.setdefault(int(result["epoch"]), result)
+    results = [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    if uploaded and uploaded[-1].get("health") == "diverged" and results[-1] is not uploaded[-1]:
+        results.append(uploaded[-1])
+    return [tracked(result) for result in results]
+
+
 def replay_trials(storage: SweepStorage, sweep: str, specs: list[TrialSpec], writer: TrackingWriter) -> int:
-    """Submit to ``writer`` every result Tune kept of each trial (its ``result.json``), and the end of
-    each trial that finished or diverged. Returns the number of trials that had results."""
+    """Submit to ``writer`` every result the storage kept of each trial (:func:`kept_results`), and the end
+    of each trial that finished or diverged. Returns the number of trials that had results."""
     replayed = 0
     for spec in specs:
-        text = storage.read_text(f"{sweep}/{spec.key}/result.json")
-        results = [tracked(json.loads(line)) for line in (text or "").splitlines() if line.strip()]
+        results = kept_results(storage, sweep, spec.key)
         if not results:
             continue
         replayed += 1
         for result in results:
-            if "epoch" in result:
-                writer.submit("log_result", spec, result)
+            writer.submit("log_result", spec, result)
         last = results[-1]
         if last.get("health") == "diverged" or any(parse_noise_metric(name) for name in last):
             writer.submit("finish", spec, last)

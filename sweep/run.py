@@ -69,7 +69,9 @@ examples:
 exit status: 0 every trial finished; 1 a trial failed or diverged; 2 bad input
 (nothing started); 3 every trial ended but MLflow has not taken every write yet:
 it was away, or it refused some for good (set aside in <sweep>.dead-letters.jsonl);
-run the command again with --sync."""
+run the command again with --sync.
+
+one driver per sweep: its lease <sweep>.lease.json stops a second one (exit status 2)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,6 +178,8 @@ class Plan:
         survey: the GPUs of the cluster joined at ``address`` (or of the Ray running here); None for a local
             Ray (the launch starts it), ``--gpus none`` and ``--sync``.
         probe: what a task found on one of the cluster's live GPU nodes; None when it has none.
+        tracking_moved: a continued sweep is tracked at ``tracking_uri`` from now on, not at the store its
+            record names (which the launch then updates).
     """
 
     sweep: str
@@ -188,6 +192,7 @@ class Plan:
     data: dict[str, DatasetTensors | None] | None
     survey: GpuSurvey | None = None
     probe: GpuProbe | None = None
+    tracking_moved: bool = False
 
     @property
     def artifact_root(self) -> str | None:
@@ -289,16 +294,38 @@ def _started_record(storage: SweepStorage, sweep: str, continued: bool) -> dict[
     return record
 
 
-def _check_continued(started: dict[str, Any], specs: list[TrialSpec], storage: SweepStorage, tracking_uri: str) -> None:
-    """A sweep is continued as it was started: the same trials, the same tracking store (which moves with
-    a moved storage when it is the storage's own)."""
+def _check_continued(started: dict[str, Any], specs: list[TrialSpec]) -> None:
+    """A sweep is continued as it was started: the same trials."""
     if started["trial_keys"] != [s.key for s in specs]:
         raise UsageError(
             "--resume and --sync continue the sweep as it was started: use the same --profile, --seeds and --set"
         )
+
+
+def _moved_tracking(sweep: str, started: dict[str, Any], storage: SweepStorage, tracking_uri: str) -> bool:
+    """Whether a continued sweep is tracked at another store than it started with (a tracking server that
+    moved with a replaced head), which is allowed when that store holds runs of the sweep's launch: one line
+    says so. A store that holds none is one line, exit 2 (its runs would split over two stores)."""
+    from sweep.tracking import TrackingUnavailable, launch_trial_keys
+
     recorded = without_credentials(storage.resolve(started["tracking_uri"]))  # an older engine recorded them
-    if recorded != tracking_uri:
-        raise UsageError(f"--resume and --sync continue the sweep with the tracking store it started with: {recorded}")
+    if recorded == tracking_uri:
+        return False
+    try:
+        held = launch_trial_keys(tracking_uri, sweep, started.get("launch", "")) & set(started["trial_keys"])
+    except TrackingUnavailable as error:
+        raise UsageError(str(error)) from None
+    if not held:
+        raise UsageError(
+            f"sweep {sweep} is tracked at {recorded}, and {tracking_uri} holds none of its runs: continue it "
+            f"with --tracking-uri {recorded}, or with the store its runs moved to"
+        )
+    print(
+        f"sweep {sweep}: tracked at {tracking_uri} from now on, which holds the runs of {len(held)} of its "
+        f"{len(started['trial_keys'])} trials (it started at {recorded})",
+        flush=True,
+    )
+    return True
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -344,10 +371,11 @@ def _load_data(specs: list[TrialSpec], data_root: str | None, download: bool) ->
 
 def preflight(args: argparse.Namespace) -> Plan:
     """Every check that can be made before any trial starts, in order: the sweep and its --set, the option
-    values, the resources, the storage (writable, and holding a started sweep exactly when continuing one),
-    the tracking store, the cluster's GPUs (a cluster given with --address, or the Ray running here, is
-    joined: no local Ray is started), the data sets (loaded; downloaded first where absent, unless a dry
-    run). Creates nothing; raises UsageError (one line) at the first problem, before any download."""
+    values, the resources, the storage (writable, leased by no other live driver, and holding a started sweep
+    exactly when continuing one), the tracking store, the cluster (a cluster given with --address, or the Ray
+    running here, is joined: no local Ray is started): every node sees a local storage, and its GPUs; the
+    data sets (loaded; downloaded first where absent, unless a dry run). Creates nothing; raises UsageError
+    (one line) at the first problem, before any download."""
     specs = _plan(args, gpus=False)  # the sweep, --seeds, every --set
     _check_options(args)
     address = ray_address(args.address)
@@ -358,16 +386,19 @@ def preflight(args: argparse.Namespace) -> Plan:
                 reach_ray(address)
             except RayUnavailable as error:
                 raise UsageError(str(error)) from None
+    from sweep.lease import LeaseHeld, check_free
+
     try:
         storage = resolve_storage(args.storage)
         storage.check_writable()
-        tracking_uri = storage.tracking_uri(args.tracking_uri)
+        check_free(storage, args.sweep)  # another driver runs it (a dry run too: its plan would not run now)
         started = _started_record(storage, args.sweep, args.resume or args.sync)
-    except StorageError as error:
+        tracking_uri = storage.tracking_uri(args.tracking_uri, started and started["tracking_uri"])
+    except (StorageError, LeaseHeld) as error:
         raise UsageError(str(error)) from None
     if started is not None:
         specs = _plan(args, *_started_gpus(started))  # the precision it started with
-        _check_continued(started, specs, storage, tracking_uri)
+        _check_continued(started, specs)
 
     from sweep.tracking import TrackingUnavailable, check_store
 
@@ -375,7 +406,8 @@ def preflight(args: argparse.Namespace) -> Plan:
         check_store(tracking_uri)
     except TrackingUnavailable as error:
         raise UsageError(str(error)) from None
-    survey, probe = (None, None) if args.sync else _survey_cluster(args, address)
+    moved = started is not None and _moved_tracking(args.sweep, started, storage, tracking_uri)
+    survey, probe = (None, None) if args.sync else _survey_cluster(args, address, storage)
     data = None if args.sync else _load_data(specs, args.data_root, download=not args.dry_run)
     return Plan(
         sweep=args.sweep,
@@ -389,27 +421,45 @@ def preflight(args: argparse.Namespace) -> Plan:
         data=data,
         survey=survey,
         probe=probe,
+        tracking_moved=moved,
     )
 
 
-def _survey_cluster(args: argparse.Namespace, address: str | None) -> tuple[GpuSurvey | None, GpuProbe | None]:
-    """Join the cluster at ``address`` (or use the Ray running here) and see what GPUs its trials can get:
-    (its GPUs, what a task found on one live GPU node). A GPU that torch cannot use there stops the sweep
-    here, with the one line a trial would fail with. (None, None) for a local Ray, which the launch
-    starts, and with ``--gpus none``."""
-    if args.gpus == "none" or (address is None and not ray_running_here()):
+def _survey_cluster(
+    args: argparse.Namespace, address: str | None, storage: SweepStorage
+) -> tuple[GpuSurvey | None, GpuProbe | None]:
+    """Join the cluster at ``address`` (or use the Ray running here), check that each of its nodes sees a
+    local ``storage``, and see what GPUs its trials can get: (its GPUs, what a task found on one live GPU
+    node). A GPU that torch cannot use there stops the sweep here, with the one line a trial would fail
+    with. (None, None) for a local Ray, which the launch starts (on this machine alone: nothing to check),
+    and with ``--gpus none``."""
+    if address is None and not ray_running_here():
         return None, None
     import ray
-
-    from sweep.gpus import survey_gpus
 
     if not ray.is_initialized():
         try:
             join_ray(address, verbose=args.verbose)
         except RayUnavailable as error:
             raise UsageError(str(error)) from None
+    _check_shared_storage(storage)
+    if args.gpus == "none":
+        return None, None
+    from sweep.gpus import survey_gpus
+
     survey = survey_gpus()
     return survey, _probe(args) if survey.live else None
+
+
+def _check_shared_storage(storage: SweepStorage) -> None:
+    """A local storage that a node of the joined cluster cannot see stops the sweep here: each trial there
+    would fail at its first checkpoint (sweep.shared_storage)."""
+    from sweep.shared_storage import check_shared_storage
+
+    try:
+        check_shared_storage(storage)
+    except StorageError as error:
+        raise UsageError(str(error)) from None
 
 
 def _probe(args: argparse.Namespace) -> GpuProbe | None:
@@ -471,6 +521,10 @@ def _open_tracking(plan: Plan) -> tuple[TrackingWriter, str]:
 
     for name, value in MLFLOW_CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    if plan.tracking_moved:  # later launches continue at the new store without being told
+        plan.storage.write_record(
+            plan.sweep, {**plan.started, "tracking_uri": plan.storage.portable(plan.tracking_uri)}
+        )
     try:
         tracker = Tracker(plan.tracking_uri, plan.sweep, plan.artifact_root, plan.launch_id)
     except TrackingUnavailable as error:
@@ -555,6 +609,9 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
                 "which Tune deleted before the driver stopped",
                 flush=True,
             )
+        # Before any trial runs again: what the stopped driver's writer still held, and the epochs a resumed
+        # trial will not report again (after its last uploaded result, up to the checkpoint it resumes from).
+        replay_trials(storage, plan.sweep, specs, writer)
         # The param space again: Tune keeps it in its experiment state, which a driver stopped right
         # after creating the Tuner has not written yet.
         tuner = tune.Tuner.restore(
@@ -596,7 +653,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     )
     results = tuner.fit()
     outcomes, code = _summarize(results, writer)
-    replay_trials(storage, plan.sweep, specs, writer)  # what Tune kept and the callback never saw (a driver that died)
+    replay_trials(storage, plan.sweep, specs, writer)  # what the storage kept and the callback never saw
     code = _deliver(writer, args, code)
     writer.keep()
     _print_outcomes(plan, outcomes, experiment_id)
@@ -690,7 +747,17 @@ def _main(args: argparse.Namespace) -> int:
     if args.dry_run:
         _dry_run(plan, args)
         return 0
-    return launch(plan, args)
+    from sweep.lease import LeaseHeld, SweepLease
+
+    lease = SweepLease(plan.storage, plan.sweep)
+    try:
+        lease.take()  # checked again: another driver may have passed its pre-flight at the same time
+    except (StorageError, LeaseHeld) as error:
+        raise UsageError(str(error)) from None
+    try:
+        return launch(plan, args)
+    finally:
+        lease.release()
 
 
 def main(argv: list[str] | None = None) -> int:

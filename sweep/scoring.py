@@ -20,7 +20,7 @@ from perturb import Perturbation, perturb_test_set, suite_settings
 from sweep.cli import first_line
 from sweep.cluster import join_ray
 from sweep.data import MEAN_STD, DatasetTensors
-from sweep.devices import assigned_gpu_ids, device_for
+from sweep.devices import DeviceUnusable, assigned_gpu_ids, device_for
 from sweep.metrics import noise_metric
 from sweep.specs import TrialSpec
 from sweep.storage import StorageError, SweepStorage
@@ -200,18 +200,24 @@ def score_on_cluster(
 ) -> dict[str, dict[Perturbation, float]]:
     """:func:`score_jobs` as Ray tasks: one per GPU of the cluster (one per two CPUs on a CPU cluster),
     each scoring a share of the jobs on its own copy of the noisy test sets. Raises RayUnavailable (one
-    line) for a cluster that does not answer."""
+    line) for a cluster that does not answer, DeviceUnusable (one line) for a GPU there that torch cannot use."""
     import ray
 
     if not ray.is_initialized():
-        join_ray(address)
+        join_ray(address, verbose=False)  # Ray's log lines and the workers' output stay off the console
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     tasks = max(1, min(len(jobs), gpus or int(resources.get("CPU", 1) // 2)))
     remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=1 if gpus else 2)(_score_task)
     shared = ray.put(scoring_payload(data))
     futures = [remote.remote(jobs[i::tasks], shared) for i in range(tasks)]
+    try:
+        parts = ray.get(futures)
+    except ray.exceptions.RayTaskError as error:  # Ray's traceback of the task, unless it is a GPU torch cannot use
+        if isinstance(error.cause, DeviceUnusable):
+            raise DeviceUnusable(f"a scoring task on the cluster {error.cause}") from None
+        raise
     merged: dict[str, dict[Perturbation, float]] = {}
-    for part in ray.get(futures):
+    for part in parts:
         merged.update(part)
     return merged

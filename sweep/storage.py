@@ -149,10 +149,12 @@ class SweepStorage:
         """A recorded ``uri`` with this storage's path in place of :data:`STORAGE_PLACEHOLDER`."""
         return uri if self.local is None else uri.replace(STORAGE_PLACEHOLDER, str(self.local))
 
-    def tracking_uri(self, explicit: str | None) -> str:
-        """``explicit``, else ``$MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<storage>/mlflow.db``; a
-        server's credentials taken out of it (:func:`take_credentials`)."""
-        uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or self.embedded_store
+    def tracking_uri(self, explicit: str | None, recorded: str | None = None) -> str:
+        """``explicit``, else ``$MLFLOW_TRACKING_URI``, else ``recorded`` (the store a continued sweep started
+        with, as its record keeps it), else the embedded ``sqlite:///<storage>/mlflow.db``; a server's
+        credentials taken out of it (:func:`take_credentials`)."""
+        recorded = None if recorded is None else self.resolve(recorded)
+        uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or recorded or self.embedded_store
         if uri is None:
             raise StorageError(f"with a remote --storage ({self.location}), pass --tracking-uri (an MLflow server)")
         return take_credentials(uri)
@@ -164,35 +166,49 @@ class SweepStorage:
         return None if self.local is None else f"sqlite:///{self.local / 'mlflow.db'}"
 
 
+def _is_postgres(uri: str) -> bool:
+    return uri.partition("://")[0].partition("+")[0] == "postgresql"
+
+
 def _split_credentials(uri: str) -> tuple[str, str | None, str | None]:
-    """(``uri`` without its user and password, the user, the password) for an ``http(s)://USER:PASSWORD@HOST``
-    URI; (``uri``, None, None) for any other, a URL that does not parse included."""
+    """(``uri`` without its password, the user taken out with it, the password) for an
+    ``http(s)://USER:PASSWORD@HOST`` URI (user and password out) and a ``postgresql://USER:PASSWORD@HOST`` one
+    (the password out, the user kept: the database needs it, and it is no secret); (``uri``, None, None) for
+    any other, a URL that does not parse included."""
     try:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:  # no URL at all: the pre-flight's check of the store says so
         return uri, None, None
-    if parts.scheme not in ("http", "https") or parts.username is None:
+    if parts.username is None or not (parts.scheme in ("http", "https") or _is_postgres(uri)):
         return uri, None, None
-    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    host = parts.netloc.rpartition("@")[2]
     password = None if parts.password is None else urllib.parse.unquote(parts.password)
-    return bare, urllib.parse.unquote(parts.username), password
+    if _is_postgres(uri):
+        return (
+            urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.netloc.partition(':')[0]}@{host}")),
+            None,
+            password,
+        )
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), urllib.parse.unquote(parts.username), password
 
 
 def without_credentials(uri: str) -> str:
-    """``uri`` without the user and password of an ``http(s)://USER:PASSWORD@HOST...`` URI."""
+    """``uri`` without the user and password of an ``http(s)://USER:PASSWORD@HOST...`` URI, without the
+    password of a ``postgresql://USER:PASSWORD@HOST...`` one."""
     return _split_credentials(uri)[0]
 
 
 def take_credentials(uri: str) -> str:
     """:func:`without_credentials`, the user and password going into ``MLFLOW_TRACKING_USERNAME`` /
-    ``MLFLOW_TRACKING_PASSWORD`` of this process, where MLflow's client takes them from. Called where a
-    command line reads the URI, so that no line it prints, no file it writes (the sweep's record, the runs)
-    and no error message holds the password."""
+    ``MLFLOW_TRACKING_PASSWORD`` of this process, where MLflow's client takes them from (a PostgreSQL
+    password into ``PGPASSWORD``, where the database driver, libpq, takes it from). Called where a command
+    line reads the URI, so that no line it prints, no file it writes (the sweep's record, the runs) and no
+    error message holds the password."""
     bare, user, password = _split_credentials(uri)
     if user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = user
     if password is not None:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+        os.environ["PGPASSWORD" if _is_postgres(uri) else "MLFLOW_TRACKING_PASSWORD"] = password
     return bare
 
 

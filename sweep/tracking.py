@@ -46,6 +46,7 @@ __all__ = [
     "TrialOutcome",
     "check_store",
     "failure_reason",
+    "launch_trial_keys",
     "log_suite_scores",
     "open_client",
     "reconcile_results",
@@ -226,6 +227,33 @@ def check_store(tracking_uri: str) -> None:
         _check_database_driver(tracking_uri)
 
 
+def launch_trial_keys(tracking_uri: str, sweep: str, launch: str) -> set[str]:
+    """The trial keys of the runs of launch ``launch`` of sweep ``sweep`` in the store at ``tracking_uri``
+    (every run of the sweep's experiment for a launch id of "", an engine's before launch ids); none when
+    the store has no such experiment. An embedded store that does not exist is not created."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return set()
+    client = open_client(tracking_uri)
+    keys: set[str] = set()
+    try:
+        experiment = client.get_experiment_by_name(sweep)
+        token = None
+        while experiment is not None:
+            runs = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.launch = '{launch}'" if launch else "",
+                max_results=1000,
+                page_token=token,
+            )
+            keys.update(run.data.tags.get("trial_key", "") for run in runs)
+            token = runs.token
+            if not token:
+                break
+    except MlflowException as error:
+        raise TrackingUnavailable(f"cannot read the MLflow store {tracking_uri}: {first_line(error)}") from None
+    return keys - {""}
+
+
 def _check_database_driver(tracking_uri: str) -> None:
     """Raise TrackingUnavailable (one line) when SQLAlchemy has no driver for the database ``tracking_uri``
     names; connects to nothing (SQLAlchemy loads the driver when it makes the engine, and connects later)."""
@@ -234,7 +262,8 @@ def _check_database_driver(tracking_uri: str) -> None:
     try:
         sqlalchemy.create_engine(tracking_uri).dispose()
     except (ImportError, sqlalchemy.exc.ArgumentError) as error:
-        raise TrackingUnavailable(f"cannot open the MLflow store {tracking_uri}: {first_line(error)}") from None
+        extra = " (pip install 'pushpull-sweep[postgres]')" if _scheme(tracking_uri) == "postgresql" else ""
+        raise TrackingUnavailable(f"cannot open the MLflow store {tracking_uri}: {first_line(error)}{extra}") from None
 
 
 def trial_status(error: object, metrics: dict[str, Any]) -> str:

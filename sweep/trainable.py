@@ -22,7 +22,7 @@ import torch
 from ray import tune
 
 from models import build_model
-from sweep.checkpoints import CHECKPOINT_FILE
+from sweep.checkpoints import CHECKPOINT_FILE, read_reported, write_reported
 from sweep.data import MEAN_STD, fetch_dataset
 from sweep.defaults import DEFAULT_OVERHEAD_BUDGET
 from sweep.devices import DEVICE_ERROR, DeviceUnusable, assigned_gpu_ids, check_precision, device_for
@@ -140,7 +140,8 @@ def train_trial(config: dict[str, Any], datasets: dict[str, Any]) -> None:
     ``datasets`` (references of sweep.data.share_datasets, by data set name).
 
     Every epoch reports its training metrics; the epochs :class:`OverheadBudget` picks (with
-    ``config["overhead_budget"]``, the first and the last always) also report ``test_acc`` and a checkpoint.
+    ``config["overhead_budget"]``, the first and the last always) also report ``test_acc`` and a checkpoint,
+    which holds every report so far (sweep.checkpoints.REPORTED_FILE).
     Resumes from ``tune.get_checkpoint()`` when Tune restarts the trial (worker lost, sweep resumed).
     """
     spec = TrialSpec.from_config(config)
@@ -168,11 +169,12 @@ def train_trial(config: dict[str, Any], datasets: dict[str, Any]) -> None:
     network = torch.compile(model) if recipe.compile else model  # shares the parameters; checkpoints save ``model``
     monitor = HealthMonitor(spec.model.num_classes)
 
-    start_epoch, final_metrics = 0, None
+    start_epoch, final_metrics, reported = 0, None, []  # reported: every epoch's report, saved with each checkpoint
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             monitor, start_epoch, final_metrics = restore_trial_state(directory, model, optimizer, generator)
+            reported = read_reported(directory)
 
     if final_metrics is not None:
         tune.report(final_metrics)  # finished before the restart: report the scores again, nothing to train
@@ -212,11 +214,13 @@ def train_trial(config: dict[str, Any], datasets: dict[str, Any]) -> None:
             )
             metrics.update({noise_metric(s.noise, s.level): accuracy for s, accuracy in scores})
             final_metrics = metrics
+        reported.append(metrics)
         if not due:
             tune.report(metrics)
         else:
             with tempfile.TemporaryDirectory() as directory:
                 save_trial_state(directory, model, optimizer, monitor, generator, epoch + 1, final_metrics)
+                write_reported(directory, reported)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         budget.spend(time.perf_counter() - overhead_start, evaluated=due)
 

@@ -1,6 +1,7 @@
 """The cluster path: cluster configs valid for Ray's launcher, and a real two-node Ray cluster on this machine
 with an MLflow tracking server, a sweep submitted with `ray job submit`, and a worker that leaves mid-sweep."""
 
+import contextlib
 import json
 import os
 import re
@@ -80,26 +81,37 @@ def test_the_lab_clusters_workers_check_their_driver_as_they_start():
     assert cluster["worker_setup_commands"] == ["python -m sweep.devices"]
 
 
-@pytest.fixture
-def two_nodes(tmp_path, monkeypatch):
-    """A Ray head and a worker node (own temp dir, custom resource) and an MLflow server, all local."""
-    gcs, dashboard, client, mlflow_port, *agent = free_ports(10)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+@contextlib.contextmanager
+def ray_nodes(root: Path, worker_prefix: tuple[str, ...] = ()):
+    """A Ray head and a worker node (own temp dir, custom resource ``second_node``) on this machine, one CPU each,
+    for the ``with`` block: their GCS address, dashboard URL, environment, the worker's process and the alive
+    nodes (``ray list nodes``). The worker's ``ray start`` runs under ``worker_prefix`` (a command that ends by
+    running its arguments). Logs in ``root``; both nodes stopped after the block, even on failure."""
+    gcs, dashboard, client, *agent = free_ports(9)
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
-    cwd = tmp_path / "head"
+    cwd = root / "head"
     cwd.mkdir()
     # Ray's socket paths must stay under 108 bytes: its temp dirs go in a short folder of their own.
     short = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    started: list[subprocess.Popen] = []  # the Ray nodes, stopped cleanly (SIGTERM)
-    servers: list[subprocess.Popen] = []
+    started: list[subprocess.Popen] = []  # stopped cleanly (SIGTERM)
 
     def start(args: list[str], log: str) -> subprocess.Popen:
         process = subprocess.Popen(
-            args, cwd=cwd, env=env, stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=cwd, env=env, stdout=open(root / log, "w"), stderr=subprocess.STDOUT, start_new_session=True
         )
         started.append(process)
         return process
+
+    def nodes() -> list[dict]:
+        listing = subprocess.run(
+            [str(BIN / "ray"), "list", "nodes", "--address", f"http://127.0.0.1:{dashboard}", "--format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return [n for n in json.loads(listing.stdout) if n["state"] == "ALIVE"]
 
     try:
         common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
@@ -127,6 +139,7 @@ def two_nodes(tmp_path, monkeypatch):
         )
         worker = start(
             [
+                *worker_prefix,
                 str(BIN / "ray"),
                 "start",
                 f"--address=127.0.0.1:{gcs}",
@@ -139,41 +152,42 @@ def two_nodes(tmp_path, monkeypatch):
             ],
             "worker.log",
         )
-
-        def nodes() -> list[dict]:
-            listing = subprocess.run(
-                [str(BIN / "ray"), "list", "nodes", "--address", f"http://127.0.0.1:{dashboard}", "--format", "json"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
-            return [n for n in json.loads(listing.stdout) if n["state"] == "ALIVE"]
-
         alive = wait_for(lambda: len(nodes()) == 2 and nodes(), 90, "two Ray nodes")
-        # The tracking server as cluster.yaml runs it: MLflow's basic-auth app; the driver (started by the head's
-        # job supervisor, which inherits the head's environment) and this test use the credentials.
-        servers.append(
-            start_mlflow_server(
-                tmp_path / "server", mlflow_port, tmp_path / "mlflow.log", auth_password=PASSWORD, workers=1
-            )
-        )
-        tracking = f"http://127.0.0.1:{mlflow_port}"
         yield {
+            "gcs": f"127.0.0.1:{gcs}",
             "dashboard": f"http://127.0.0.1:{dashboard}",
-            "tracking": tracking,
             "env": env,
             "worker": worker,
-            "worker_node": next(n["node_id"] for n in alive if not n["is_head_node"]),
-            "head_node": next(n["node_id"] for n in alive if n["is_head_node"]),
+            "worker_node": next(n for n in alive if not n["is_head_node"]),
+            "head_node": next(n for n in alive if n["is_head_node"]),
         }
     finally:
-        for server in servers:
-            kill(server)  # a server stopped with SIGTERM waits up to 30 s for its clients' open connections
         for process in reversed(started):
             stop(process, grace=5)  # the head takes 30 s and more to end on SIGTERM after its worker left
         shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture
+def two_nodes(tmp_path, monkeypatch):
+    """A Ray head and a worker node (:func:`ray_nodes`) and an MLflow server, all local."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    with ray_nodes(tmp_path) as nodes:
+        # The tracking server as cluster.yaml runs it: MLflow's basic-auth app; the driver (started by the head's
+        # job supervisor, which inherits the head's environment) and this test use the credentials.
+        (mlflow_port,) = free_ports(1)  # once the nodes hold their ports
+        server = start_mlflow_server(
+            tmp_path / "server", mlflow_port, tmp_path / "mlflow.log", auth_password=PASSWORD, workers=1
+        )
+        try:
+            yield {
+                **nodes,
+                "tracking": f"http://127.0.0.1:{mlflow_port}",
+                "worker_node": nodes["worker_node"]["node_id"],
+                "head_node": nodes["head_node"]["node_id"],
+            }
+        finally:
+            kill(server)  # a server stopped with SIGTERM waits up to 30 s for its clients' open connections
 
 
 EPOCHS = 24  # with 100 batches an epoch: long enough to take the worker away mid-trial, not between trials
@@ -260,3 +274,76 @@ def test_sweep_submitted_to_a_two_node_cluster_logs_every_trial_to_the_tracking_
     assert aggregate_main(["--tracking-uri", two_nodes["tracking"], "--out", str(tmp_path / "tables")]) == 0
     results = pd.read_parquet(tmp_path / "tables" / "results.parquet")
     assert len(results) == 8 * (1 + 22) and results["trial_key"].nunique() == 8  # clean once, 22 noisy settings
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def mount_namespaces_work(folder: Path) -> bool:
+    """Whether this process may give a command a mount namespace of its own with a tmpfs over ``folder``."""
+    tried = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs none "$0"', str(folder)],
+        capture_output=True,
+        timeout=30,
+    )
+    return tried.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def blind_worker(tmp_path_factory):
+    """Two Ray nodes of which the worker cannot see the folder ``storage`` (its ``ray start`` runs in a mount
+    namespace of its own, an empty tmpfs over the folder), and sees every other: the cluster (:func:`ray_nodes`),
+    the folder, and a tiny MNIST."""
+    root = tmp_path_factory.mktemp("blind")
+    storage = root / "storage"
+    storage.mkdir()
+    if shutil.which("unshare") is None or not mount_namespaces_work(storage):
+        pytest.skip("needs unshare -m and mount -t tmpfs (root, or CAP_SYS_ADMIN) to hide a folder from a Ray node")
+    write_mnist(root / "data", n_train=3200, n_test=100)
+    hide = ("unshare", "-m", "--propagation", "private", "sh", "-c", 'mount -t tmpfs none "$0" && exec "$@"')
+    with ray_nodes(root, worker_prefix=(*hide, str(storage))) as nodes:
+        yield {**nodes, "storage": storage, "data": root / "data"}
+
+
+def sweep_on(cluster: dict, storage: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m sweep.run lenet --profile smoke`` joining ``cluster`` at its GCS address, ``args`` added."""
+    return subprocess.run(
+        [sys.executable, "-m", "sweep.run", "lenet", "--profile", "smoke", "--address", cluster["gcs"]]
+        + ["--storage", str(storage), "--data-root", str(cluster["data"]), *args],
+        cwd=PROJECT,
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "dry"),
+    [(".", ["--dry-run"]), (".", []), ("sub/sweeps", ["--dry-run"])],
+    ids=["dry-run", "launch", "dry-run-storage-not-made-yet"],
+)
+def test_a_storage_a_worker_node_cannot_see_stops_the_preflight_with_one_line(blind_worker, where, dry):
+    storage = blind_worker["storage"] / where
+    before = listing(blind_worker["storage"])
+    done = sweep_on(blind_worker, storage, *dry)
+    worker = blind_worker["worker_node"]
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stderr.splitlines() == [
+        f"sweep.run: error: the storage {storage.resolve()} is not shared with every node of the Ray cluster: "
+        f"Ray node {worker['node_ip']} ({worker['node_id'][:8]}) cannot see it, and trials there could not keep "
+        "their checkpoints; pass --storage s3://BUCKET/PATH, or a folder shared at the same path on every node (NFS)"
+    ]
+    # No trial started (a launch prints its sweep line before Tune runs), and the marker went again.
+    assert done.stdout == ""
+    assert listing(blind_worker["storage"]) == before
+
+
+def test_a_storage_every_node_sees_passes_the_preflight_and_keeps_no_marker(blind_worker):
+    shared = blind_worker["storage"].parent / "shared"
+    shared.mkdir()
+    done = sweep_on(blind_worker, shared, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout.splitlines()[-3] == "8 trials"
+    assert listing(shared) == []

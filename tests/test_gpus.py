@@ -211,6 +211,18 @@ def test_a_gpu_torch_cannot_use_stops_the_preflight_with_one_line_and_cpu_trials
     assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.params["precision"] for r in runs} == {"fp32"}
 
+    # Scoring the sweep on the cluster: its scoring tasks take the GPU, which torch cannot use there.
+    cluster.guard.unlink()
+    evaluate = [sys.executable, "-m", "sweep.evaluate", "lenet", "--suite", "shot", "--storage", str(storage)]
+    evaluate += ["--data-root", str(mnist), "--address", cluster.address]
+    scored = subprocess.run(evaluate, cwd=PROJECT, env=cluster.env(), capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 2, scored.stdout[-3000:] + scored.stderr[-3000:]
+    assert re.fullmatch(
+        r"sweep\.evaluate: error: a scoring task on the cluster holds GPU 0 but torch \S+ cannot use it "
+        rf"\({re.escape(NO_DRIVER)}\): use an image/AMI with driver >= 580 \(CUDA 13\.0\)\n",
+        scored.stderr,
+    ), scored.stderr
+
 
 def test_a_gpu_node_the_autoscaler_brings_is_planned_for_and_checked_before_any_trial(cluster, mnist):
     """The autoscaler's case: no GPU at launch (the pre-flight cannot probe one), the plan counts the node

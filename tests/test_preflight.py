@@ -2,6 +2,7 @@
 one line on stderr and exit status 2, with and without --dry-run, and creates nothing (no storage folder,
 no MLflow store, no data folder)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -162,6 +163,24 @@ def test_an_unusable_tracking_store_stops(tmp_path, capsys, mnist_root, dry, uri
     uri = uri.format(tmp=tmp_path, port=free_ports(1)[0])
     args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
     fails_with_one_line(capsys, tmp_path, args, message.format(uri=uri, tmp=tmp_path))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("psycopg") is not None, reason="the postgres extra is installed here")
+@pytest.mark.parametrize("dry", DRY)
+def test_a_postgresql_store_without_its_driver_names_the_extra_and_never_the_password(
+    tmp_path, capsys, mnist_root, dry, monkeypatch
+):
+    monkeypatch.setenv("PGPASSWORD", "")  # the command sets it: taken back after the test
+    uri = "postgresql://mlflow:s3cret@127.0.0.1:5432/mlflow"
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
+    fails_with_one_line(
+        capsys,
+        tmp_path,
+        args,
+        "cannot open the MLflow store postgresql://mlflow@127.0.0.1:5432/mlflow: No module named 'psycopg' "
+        "(pip install 'pushpull-sweep[postgres]')",
+    )
+    assert os.environ["PGPASSWORD"] == "s3cret"  # where libpq takes it from
 
 
 @pytest.mark.parametrize("dry", DRY)

@@ -161,3 +161,17 @@ def test_a_sweep_on_s3_survives_a_killed_driver_and_is_scored_and_aggregated_fro
     assert len(shot) == 8 * (1 + 5) and shot["trial_key"].nunique() == 8
     assert not list(cwd.iterdir())  # no mlruns, no results: everything went where the sweep said
     assert CHECKPOINT_FILE in " ".join(s3_files(f"{storage}/lenet"))
+
+    # The same sweep on a local folder, uninterrupted, computes the same numbers: the storage holds bytes.
+    local = tmp_path / "local"
+    twin = [*sweep, "--storage", str(local), "--tracking-uri", f"sqlite:///{tmp_path / 'local.db'}"]
+    run(cwd, env, *command("run", *twin))
+    for key in keys:
+        local_results = [json.loads(line) for line in (local / "lenet" / key / "result.json").read_text().splitlines()]
+        assert [numbers(r) for r in results_of(storage, key)][-1] == numbers(local_results[-1]), key
+        assert len(numbers(local_results[-1])) == 2 + 24
+
+
+def numbers(result: dict) -> dict:
+    """What a trial computed by its last epoch: its last training loss, clean accuracy and the 24 noise accuracies."""
+    return {k: v for k, v in result.items() if k in ("train_loss", "test_acc") or k.startswith("acc/")}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
@@ -556,3 +557,119 @@ def test_a_password_in_the_tracking_uri_is_never_printed_or_written(
     written = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert len(written) > 20 and not [path for path in written if b"right-password" in path.read_bytes()]
     assert json.loads((tmp_path / "store" / "lenet.sweep.json").read_text())["tracking_uri"] == auth_server
+
+
+def test_the_tracking_credentials_never_reach_the_workers_of_a_local_ray(tmp_path):
+    script = (
+        "import os, ray\n"
+        "from sweep.cluster import join_ray\n"
+        "join_ray(None, verbose=False)\n"
+        "peek = ray.remote(lambda: [os.environ.get(n) for n in ('MLFLOW_TRACKING_USERNAME', 'MLFLOW_TRACKING_PASSWORD')])\n"
+        "print(ray.get(peek.remote()), os.environ['MLFLOW_TRACKING_PASSWORD'])\n"
+    )
+    env = dict(os.environ, MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="right-password")
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The task saw neither; the driver kept both (it logs to MLflow).
+    assert done.stdout.splitlines()[-1] == "[None, None] right-password"
+
+
+# --- a sweep that continues where its tracking moved, and epochs Ray had not uploaded -----------------
+
+
+def newest_checkpoint_epoch(trial: Path) -> int:
+    """The epoch of the newest checkpoint that trial folder ``trial`` holds (0: none)."""
+    folders = sorted(trial.glob("checkpoint_*/trial.pt"))
+    return torch.load(folders[-1], weights_only=True)["epoch"] if folders else 0
+
+
+def test_epochs_a_killed_driver_had_not_uploaded_reach_a_moved_tracking_server_once(ray_cluster, tmp_path, mnist_root):
+    """The head is replaced: the driver dies with writes waiting (its tracking server was away), Ray had
+    uploaded only the first line of each trial's result.json, and the server comes back at a new address
+    with the same database. ``--resume --tracking-uri NEW`` ends with every epoch in MLflow once."""
+    first, moved = free_ports(2)
+    server_dir, storage, epochs = tmp_path / "server", tmp_path / "store", 6
+    args = sweep_args(storage, mnist_root, epochs)
+    server = start_mlflow_server(server_dir, first, tmp_path / "mlflow.log", workers=1)
+    driver = start_driver([*args, "--tracking-uri", f"http://127.0.0.1:{first}"], ray_cluster, tmp_path / "driver.log")
+    try:
+        wait_for(lambda: logged_epochs(f"http://127.0.0.1:{first}") >= 1, 180, "the first epoch in MLflow")
+        kill(server)  # from now on the driver's writes wait in its memory
+        wait_for(
+            lambda: max(newest_checkpoint_epoch(r.parent) for r in (storage / "lenet").glob("*/result.json")) >= 3,
+            180,
+            "a checkpoint of epoch 3",
+        )
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        stop(driver)
+        kill(server)
+    # Ray's upload of result.json laid out as stopped after each trial's first epoch at the latest.
+    checkpointed = {}
+    for result_file in (storage / "lenet").glob("*/result.json"):
+        result_file.write_text("".join(result_file.read_text().splitlines(keepends=True)[:1]))
+        checkpointed[result_file.parent.name] = newest_checkpoint_epoch(result_file.parent)
+    database = mlflow.MlflowClient(f"sqlite:///{server_dir / 'server.db'}")
+    runs = database.search_runs([database.get_experiment_by_name("lenet").experiment_id])
+    logged = {r.data.tags["trial_key"]: steps(database, r.info.run_id) for r in runs}
+    unfinished = [key for key, epoch in checkpointed.items() if 3 <= epoch < epochs]
+    assert unfinished and all(logged.get(key, []) != list(range(1, epochs + 1)) for key in unfinished)
+    assert any(set(range(2, checkpointed[key] + 1)) - set(logged.get(key, [])) for key in unfinished)
+
+    server = start_mlflow_server(server_dir, moved, tmp_path / "mlflow.log", workers=1)
+    try:
+        assert main([*args, "--resume", "--tracking-uri", f"http://127.0.0.1:{moved}"]) == 0
+        assert_every_trial_once(f"http://127.0.0.1:{moved}", epochs)
+    finally:
+        kill(server)
+    record = json.loads((storage / "lenet.sweep.json").read_text())
+    assert record["tracking_uri"] == f"http://127.0.0.1:{moved}"
+
+
+def write_started_sweep(storage: Path, tracking_uri: str, launch: str) -> list[str]:
+    """The record of a started smoke lenet sweep, as sweep.run writes it (docs: <storage>/<sweep>.sweep.json)."""
+    keys = [spec.key for spec in build_sweep("lenet", profile="smoke")]
+    storage.mkdir(parents=True)
+    record = {"sweep": "lenet", "tracking_uri": tracking_uri, "trial_keys": keys, "launch": launch, "gpus": False}
+    (storage / "lenet.sweep.json").write_text(json.dumps(record))
+    return keys
+
+
+def store_with_run(database: Path, trial_key: str, launch: str) -> str:
+    uri = f"sqlite:///{database}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("lenet")
+    client.create_run(experiment, tags={"trial_key": trial_key, "launch": launch})
+    return uri
+
+
+def test_a_sweep_continues_at_another_tracking_store_only_when_it_holds_the_sweeps_runs(tmp_path, mnist_root, capsys):
+    storage = tmp_path / "store"
+    keys = write_started_sweep(storage, "http://127.0.0.1:9/", "launch-1")  # the old head: gone
+    record = (storage / "lenet.sweep.json").read_text()
+    dry_resume = ["lenet", "--profile", "smoke", "--storage", str(storage), "--data-root", str(mnist_root)]
+    dry_resume += ["--resume", "--dry-run", "--tracking-uri"]
+
+    elsewhere = store_with_run(tmp_path / "other.db", keys[0], "launch-2")  # another launch of the same trials
+    moved = store_with_run(tmp_path / "moved.db", keys[3], "launch-1")
+    capsys.readouterr()  # MLflow's lines as it made the stores
+    assert main([*dry_resume, elsewhere]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"sweep.run: error: sweep lenet is tracked at http://127.0.0.1:9/, and {elsewhere} holds none of its runs: "
+        "continue it with --tracking-uri http://127.0.0.1:9/, or with the store its runs moved to"
+    ]
+    absent = f"sqlite:///{tmp_path / 'absent.db'}"
+    assert main([*dry_resume, absent]) == 2
+    assert "holds none of its runs" in capsys.readouterr().err and not (tmp_path / "absent.db").exists()
+
+    assert main([*dry_resume, moved]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        f"sweep lenet: tracked at {moved} from now on, which holds the runs of 1 of its 8 trials "
+        "(it started at http://127.0.0.1:9/)"
+    ) in out
+    assert (storage / "lenet.sweep.json").read_text() == record  # a dry run changes nothing
