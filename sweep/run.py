@@ -391,9 +391,13 @@ def preflight(args: argparse.Namespace) -> Plan:
     try:
         storage = resolve_storage(args.storage)
         storage.check_writable()
+        continued = args.resume or args.sync
+        if not continued:  # a remote storage without a tracking store says so before it is read
+            tracking_uri = storage.tracking_uri(args.tracking_uri)
         check_free(storage, args.sweep)  # another driver runs it (a dry run too: its plan would not run now)
-        started = _started_record(storage, args.sweep, args.resume or args.sync)
-        tracking_uri = storage.tracking_uri(args.tracking_uri, started and started["tracking_uri"])
+        started = _started_record(storage, args.sweep, continued)
+        if continued:  # by default with the store its record names
+            tracking_uri = storage.tracking_uri(args.tracking_uri, started["tracking_uri"])
     except (StorageError, LeaseHeld) as error:
         raise UsageError(str(error)) from None
     if started is not None:
