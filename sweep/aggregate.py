@@ -6,12 +6,16 @@ run per trial (the latest finished one), and writes to ``--out`` the tables of :
 
 - ``results.parquet``: one row per (run, noise, level), schema :data:`~sweep.tables.RESULT_SCHEMA`;
 - ``recipes.parquet``: every recipe of the runs, by the id that every other table carries;
+- ``claims.parquet``: one verdict per claim of the paper and recipe (sweep.claims), with its interval and the
+  seeds it rests on (``--margin``, ``--diverged-as-chance``);
 - one file per results table of the paper that the sweeps asked for cover (``table2``, ``table3``,
   ``supp_table1`` .. ``supp_table9``), in the paper's layout, one block per recipe;
-- ``pushpull_effect.parquet``: push-pull minus plain, paired by seed, with a 95 % interval and a verdict;
+- ``pushpull_effect.parquet``: push-pull minus plain, paired by seed, with a 95 % interval, p- and q-values
+  and seed counts per twin (estimates, no verdicts);
 - ``comparison.parquet`` and ``reading_fit.parquet``: every measured cell beside the paper's number, under
   each reading of the paper's cells, and how well each reading fits;
-- ``excluded.parquet``: the trials left out (diverged, failed, unfinished) with the reason;
+- ``excluded.parquet``: the trials left out (diverged, failed, unfinished) with the reason, and those whose
+  params make no recipe (in the tables, not in the push-pull effect);
 - with ``--report``: ``report.md`` and PNG figures (see sweep.report).
 
 With ``--suite NAME`` (a suite scored by ``python -m sweep.evaluate``) the tables are those of that
@@ -25,11 +29,14 @@ Output is deterministic: the same runs give byte-identical files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweep.cli import CommandParser, UsageError, run_command
+from sweep.defaults import DEFAULT_MARGIN
 from sweep.storage import DEFAULT_STORAGE, StorageError, resolve_storage
 
 if TYPE_CHECKING:
@@ -43,7 +50,7 @@ FORMATS = ("parquet", "csv", "markdown")
 
 _DESCRIPTION = """\
 Turn the MLflow runs of sweeps into tidy Parquet tables, the paper's tables,
-the push-pull effect with its 95 % interval and verdict, and each measured
+the push-pull effect with its 95 % interval and q-value, and each measured
 cell beside the paper's number. One run per trial is read (the latest
 finished one); the same runs give byte-identical files."""
 
@@ -137,6 +144,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep unfinished and failed runs (their status column says so)",
     )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        metavar="POINTS",
+        help="the claims table's equivalence margin: differences within +-POINTS of accuracy count as none",
+    )
+    parser.add_argument(
+        "--diverged-as-chance",
+        action="store_true",
+        help="test the paper's claims with each diverged trial scored at chance (100 / classes) on every cell, "
+        "not left out: whether divergence moves a verdict",
+    )
     return parser
 
 
@@ -164,6 +184,17 @@ def _summary(
             label = "DIVERGED" if diverged(run) else run.info.status
             kept = makes_rows(run, include_incomplete)
             lines.append(f"{label:9} {run.data.tags.get('trial_key')} ({'kept, flagged' if kept else 'left out'})")
+    return lines + _claim_lines(aggregation.claims)
+
+
+def _claim_lines(claims: pd.DataFrame | None) -> list[str]:
+    """One line per claim of the paper and recipe: its verdict, difference and interval (points)."""
+    lines = []
+    for row in [] if claims is None else claims.itertuples(index=False):
+        interval = "" if row.seeds < 2 else f" [{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
+        lines.append(
+            f"claim {row.claim} (recipe {row.recipe}, {row.seeds} seeds): {row.verdict}, {row.difference:+.2f}{interval}"
+        )
     return lines
 
 
@@ -179,6 +210,8 @@ def _run(args: argparse.Namespace) -> int:
     suite = args.suite or PAPER_SUITE
     if suite not in SUITES:
         raise UsageError(f"unknown suite {suite!r}: expected one of {', '.join(SUITES)}")
+    if not (args.margin > 0 and math.isfinite(args.margin)):
+        raise UsageError(f"--margin must be a number of points > 0, got {args.margin:g}")
     try:
         tracking_uri = resolve_storage(args.storage).tracking_uri(args.tracking_uri)
     except StorageError as error:
@@ -193,6 +226,13 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
 
     aggregation = aggregate(chosen, args.sweep or sweeps, include_incomplete=args.include_incomplete, suite=suite)
+    if suite == PAPER_SUITE:  # the paper's claims are about the paper's noises
+        from sweep.claims import claims_table
+
+        claims = claims_table(
+            aggregation.results, aggregation.excluded, aggregation.recipes, args.margin, args.diverged_as_chance
+        )
+        aggregation = dataclasses.replace(aggregation, claims=claims)
     out = Path(args.out or ("results" if suite == PAPER_SUITE else f"results/{suite}"))
     try:
         written = write_tables(aggregation.files(), out, args.to)

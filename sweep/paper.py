@@ -10,7 +10,15 @@ import pandas as pd
 
 from models import pushpull_name
 
-__all__ = ["PAPER_TABLES", "READINGS", "PaperTable", "cell_model_name", "paper_cells", "paper_results"]
+__all__ = [
+    "PAPER_TABLES",
+    "READINGS",
+    "PaperTable",
+    "cell_model_name",
+    "paper_cells",
+    "paper_direction",
+    "paper_results",
+]
 
 
 @dataclass(frozen=True)
@@ -116,9 +124,14 @@ def paper_results() -> pd.DataFrame:
 # 2's Poisson columns read as the contrasts Sec. 4.1 discusses (A and D drop "when the contrast level is
 # lower than C = 0.5", B and C are stable "when the contrast level is 0.5 and 0.4"), levels its header
 # 0.5 1 1.5 2 2.5 does not contain; its values also fall with the printed C where the CIFAR tables rise.
+# "swapped": main-text Table 2's CIFAR Poisson columns C = 1.5 and 2.5 read the other way round. For
+# CIFAR-10, supplementary Tables 4 and 5 print the same numbers under the swapped headers, and there every
+# one of their 16 rows rises from C = 1.5 to C = 2 (Table 2's plain WRN-28-10 falls as printed); Table 2's
+# CIFAR-100 columns, which no supplementary table prints, fall from C = 1.5 to 2 to 2.5 for both models.
 READINGS = {
     "header": "the level the column header prints",
     "text": "supplementary Table 2's Poisson columns 0.5, 1, 1.5, 2, 2.5 read as C = 1, 0.5, 0.4, 0.3, 0.2 (Sec. 4.1)",
+    "swapped": "Table 2's CIFAR Poisson columns C = 1.5 and 2.5 read swapped, as supplementary Tables 4-5 print them",
 }
 _TEXT_READING = {0.5: 1.0, 1.0: 0.5, 1.5: 0.4, 2.0: 0.3, 2.5: 0.2}
 _CIFAR_C1_NOTE = (
@@ -127,6 +140,24 @@ _CIFAR_C1_NOTE = (
 )
 _HEADER_NOTE = "read as the header prints it: C = {printed:g} (the text reading takes this column as C = {text:g})"
 _TEXT_NOTE = "read as Sec. 4.1 describes: the column printed C = {printed:g} taken as C = {level:g}"
+_SWAPPED = {1.5: 2.5, 2.5: 1.5}
+_SWAP_EVIDENCE = {
+    "cifar10": "supplementary Tables 4-5 print this value under C = {other:g}",
+    "cifar100": "no supplementary table prints CIFAR-100; CIFAR-10's same two columns are swapped against "
+    "supplementary Tables 4-5",
+}
+_SWAP_HEADER_NOTE = (
+    "read as the header prints it: C = {printed:g}; {evidence} (the swapped reading takes this column as C = {other:g})"
+)
+_SWAP_NOTE = "read swapped: the column printed C = {printed:g} taken as C = {other:g}; {evidence}"
+
+
+def paper_direction(difference: float) -> str:
+    """What the paper says of push-pull from its push-pull minus plain ``difference``: ``higher`` (above 0),
+    ``lower`` (below 0), ``neither`` (exactly 0: the paper prints the same number for both), "" for none (NaN)."""
+    if difference != difference:  # NaN
+        return ""
+    return "higher" if difference > 0 else "lower" if difference < 0 else "neither"
 
 
 def paper_cells() -> pd.DataFrame:
@@ -135,7 +166,9 @@ def paper_cells() -> pd.DataFrame:
     Columns: the columns of :func:`paper_results` (``noise`` and ``level`` as printed) plus ``reading`` (a
     key of :data:`READINGS`), ``measured_noise`` and ``measured_level`` (the cell of ours it means) and
     ``protocol_note`` ("" where the cell means what its header says). CIFAR Poisson C = 1 cells mean the
-    clean test set; supplementary Table 2's Poisson cells appear twice, under the header and the text reading.
+    clean test set; supplementary Table 2's Poisson cells appear twice, under the header and the text reading;
+    Table 2's CIFAR-10 and CIFAR-100 Poisson C = 1.5 and 2.5 cells twice, under the header and the swapped
+    reading (:data:`READINGS`).
     """
     printed = paper_results()
     cells = printed.assign(
@@ -153,4 +186,21 @@ def paper_cells() -> pd.DataFrame:
     text["protocol_note"] = [
         _TEXT_NOTE.format(printed=p, level=m) for p, m in zip(text["level"], text["measured_level"])
     ]
-    return pd.concat([cells, text], ignore_index=True)
+    table2_swapped = (
+        (cells["source"] == "paper Table 2") & (cells["noise"] == "poisson") & cells["level"].isin(list(_SWAPPED))
+    )
+    evidence = [
+        _SWAP_EVIDENCE[d].format(other=_SWAPPED[p])
+        for d, p in zip(cells.loc[table2_swapped, "dataset"], cells.loc[table2_swapped, "level"])
+    ]
+    cells.loc[table2_swapped, "protocol_note"] = [
+        _SWAP_HEADER_NOTE.format(printed=p, other=_SWAPPED[p], evidence=e)
+        for p, e in zip(cells.loc[table2_swapped, "level"], evidence)
+    ]
+    swapped = cells[table2_swapped].copy()
+    swapped["reading"] = "swapped"
+    swapped["measured_level"] = swapped["level"].map(_SWAPPED)
+    swapped["protocol_note"] = [
+        _SWAP_NOTE.format(printed=p, other=_SWAPPED[p], evidence=e) for p, e in zip(swapped["level"], evidence)
+    ]
+    return pd.concat([cells, text, swapped], ignore_index=True)

@@ -8,8 +8,10 @@ twin seed by seed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy import stats
@@ -39,6 +41,7 @@ __all__ = [
     "recipe_of",
     "recipes_table",
     "tables_of_sweeps",
+    "scored_images",
     "tidy_results",
     "variant_fit",
 ]
@@ -102,7 +105,11 @@ def noise_rank(noises: pd.Series) -> pd.Series:
 
 
 UNKNOWN_RECIPE = "unknown"  # a run whose params do not make a valid recipe (an engine older than recipes)
+NO_RECIPE = "its params make no recipe"  # the reason such a run is listed in ``excluded``
 CONFIDENCE = 0.95
+# Test images per data set: an accuracy is a multiple of 100 / this many points (unless the recipe's
+# max_test_images scores fewer).
+TEST_IMAGES = {"mnist": 10000, "cifar10": 10000, "cifar100": 10000}
 
 
 def _param(params: dict[str, str], name: str, kind: type) -> object:
@@ -211,63 +218,223 @@ def recipes_table(runs: list) -> pd.DataFrame:
 
 
 def cell_statistics(results: pd.DataFrame) -> pd.DataFrame:
-    """Per cell (:data:`CELL_KEY`): mean and sample standard deviation of the accuracy over seeds, and the
-    number of distinct seeds. ``results`` holds at most one run per (recipe, model, seed) (select_runs)."""
+    """Per cell (:data:`CELL_KEY`): mean and sample standard deviation of the accuracy over seeds, and
+    ``seeds``, the number of distinct seeds with a finite accuracy. A NaN (or infinite) accuracy is dropped
+    before anything is counted: it is neither a seed nor part of the mean; a cell whose every accuracy is
+    NaN stays, with NaN statistics and 0 seeds. ``results`` holds at most one run per (recipe, model, seed)
+    (select_runs)."""
+    finite = results["accuracy"].astype("float64")
+    finite = finite.where(np.isfinite(finite))
+    results = results.assign(accuracy=finite, seed=results["seed"].where(finite.notna()))
     grouped = results.groupby(CELL_KEY, dropna=False, sort=True)
     cells = grouped.agg(accuracy=("accuracy", "mean"), std=("accuracy", "std"), seeds=("seed", "nunique")).reset_index()
     return cells.astype({"seeds": "int64"})
 
 
-def _paired_interval(differences: pd.Series) -> pd.Series:
-    """Mean of paired differences, its two-sided 95 % Student t interval, seed count and verdict."""
-    n = len(differences)
-    mean = float(differences.mean())
+def _paired_interval(pairs: pd.DataFrame, images: float) -> dict[str, object]:
+    """The paired statistics of one cell: ``pairs`` holds one row per seed on which both twins have a finite
+    accuracy (columns ``difference``, ``accuracy_pp``, ``accuracy_plain``, in percent), ``images`` the
+    test images each accuracy was scored on (NaN when unknown: no floor).
+
+    Returns the mean difference, its two-sided 95 % Student t interval, the standard deviation of the
+    differences it used (floored, see :func:`pushpull_effect`), whether it was floored, and the paired t
+    test's two-sided p-value; with fewer than two pairs, interval, sd and p are NaN.
+    """
+    n = len(pairs)
+    mean = float(pairs["difference"].mean()) if n else math.nan
     if n < 2:
-        low = high = math.nan
-    else:
-        half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * float(differences.std(ddof=1)) / math.sqrt(n)
-        low, high = mean - half, mean + half
-    verdict = "better" if low > 0 else "worse" if high < 0 else "inconclusive"  # NaN compares False
-    return pd.Series({"difference": mean, "ci_low": low, "ci_high": high, "seeds": n, "verdict": verdict})
+        return {
+            "difference": mean,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "p_value": math.nan,
+            "sd": math.nan,
+            "sd_floored": False,
+        }
+    sd = float(pairs["difference"].std(ddof=1))
+    resolution = 100 / images
+    floored = sd < resolution  # False when images, and so the resolution, is unknown (NaN)
+    if floored:
+        p1, p2 = (min(max(float(pairs[arm].mean()) / 100, 0.0), 1.0) for arm in ("accuracy_pp", "accuracy_plain"))
+        sd = 100 * math.sqrt(p1 * (1 - p1) / images + p2 * (1 - p2) / images) or resolution
+    se = np.float64(sd) / math.sqrt(n)  # numpy: a zero se (no floor known) gives t = inf or NaN, not an error
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = abs(mean) / se
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * se)
+    p = float(2 * stats.t.sf(t, n - 1))
+    return {
+        "difference": mean,
+        "ci_low": mean - half,
+        "ci_high": mean + half,
+        "p_value": p,
+        "sd": sd,
+        "sd_floored": floored,
+    }
+
+
+def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values) of ``p`` (finite, in [0, 1])."""
+    control = getattr(stats, "false_discovery_control", None)  # scipy >= 1.11
+    if control is not None:
+        return np.asarray(control(p, method="bh"), dtype="float64")
+    m = len(p)
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q = np.empty(m)
+    q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return q
+
+
+def scored_images(recipes: pd.DataFrame | None, recipe: str, dataset: str) -> float:
+    """Test images an accuracy of ``recipe`` on ``dataset`` was scored on: the recipe's max_test_images
+    (at most the data set's test set) when set, else the data set's test set; NaN when neither is known."""
+    size = TEST_IMAGES.get(dataset, math.nan)
+    if recipes is not None and "max_test_images" in recipes:
+        cap = recipes.loc[recipes["recipe"] == recipe, "max_test_images"].dropna()
+        if len(cap):
+            return float(min(float(cap.iloc[0]), size)) if not math.isnan(size) else float(cap.iloc[0])
+    return float(size)
+
+
+def _diverged_seeds(runs: Iterable) -> pd.DataFrame:
+    """(recipe, dataset, model, pushpull, h, alpha, seed) of every run of ``runs`` whose trial diverged."""
+    rows = [
+        {
+            "recipe": recipe_id(run),
+            "dataset": run.data.params.get("dataset"),
+            "model": run.data.params.get("model"),
+            "pushpull": _param(run.data.params, "pushpull", bool),
+            "h": _param(run.data.params, "h", float),
+            "alpha": _param(run.data.params, "alpha", float),
+            "seed": _param(run.data.params, "seed", int),
+        }
+        for run in runs
+        if diverged(run)
+    ]
+    frame = pd.DataFrame(rows, columns=["recipe", "dataset", "model", "pushpull", "h", "alpha", "seed"])
+    return frame.astype({"h": "float64", "alpha": "float64"})
+
+
+TRIAL_KEY = ["recipe", "dataset", "model", "h", "alpha", "seed", "noise", "level"]
+
+
+def _check_one_row_per_seed(results: pd.DataFrame) -> None:
+    """Raise ValueError (one line, naming the key) unless ``results`` has at most one row per
+    :data:`TRIAL_KEY`: two runs of one seed would be paired twice."""
+    if results.empty:
+        return
+    group = results.groupby(TRIAL_KEY, dropna=False, sort=True).ngroup()
+    sizes = group.value_counts()
+    if sizes.max() > 1:
+        rows = results[group == sizes[sizes > 1].index.min()]
+        key = ", ".join(f"{name}={rows[name].iloc[0]}" for name in TRIAL_KEY)
+        raise ValueError(
+            f"{len(rows)} result rows for ({key}), from runs {', '.join(sorted(set(map(str, rows['run_id']))))}: "
+            "expected one run per trial (sweep.runs.select_runs)"
+        )
 
 
 EFFECT_KEY = ["recipe", "dataset", "plain", "model", "h", "alpha", "noise", "level"]
 
 
-def pushpull_effect(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """The push-pull effect per (recipe, plain model, its push-pull twin, noise, level), paired by seed.
+def pushpull_effect(
+    results: pd.DataFrame, paper: pd.DataFrame, *, recipes: pd.DataFrame | None = None, diverged_runs: Iterable = ()
+) -> pd.DataFrame:
+    """The push-pull effect per (recipe, plain model, its push-pull twin, noise, level), paired by seed: an
+    estimate per cell, never a verdict (the paper makes no per-cell claim).
 
-    For every seed on which both twins were measured, difference = push-pull accuracy - plain accuracy
-    (percentage points). Columns: :data:`EFFECT_KEY`, ``difference`` (mean over seeds), ``ci_low`` and
-    ``ci_high`` (the paired 95 % Student t interval; NaN for one seed), ``seeds``, ``verdict`` (``better``:
-    the interval lies above 0, ``worse``: below, else ``inconclusive``, always so for one seed), and the
-    paper's difference for the same cell under each reading (``paper_difference`` for the header,
-    ``paper_difference_text`` for the text reading; NaN where the paper has no such cell).
+    ``results``: :func:`tidy_results`, at most one row per :data:`TRIAL_KEY` (else ValueError); rows of
+    runs whose params make no recipe (recipe ``unknown``) are left out. ``recipes``: :func:`recipes_table`,
+    for each recipe's ``max_test_images`` (None: every accuracy scored on the data set's whole test set).
+    ``diverged_runs``: the runs of trials that diverged (others are ignored), counted per twin.
+
+    A twin cell is listed when both twins have a row in it. A NaN accuracy is dropped before anything is
+    counted. For every seed on which both twins have a finite accuracy (a *pair*), difference = push-pull
+    accuracy - plain accuracy (percentage points). Columns:
+
+    - :data:`EFFECT_KEY`;
+    - ``difference``: mean over the pairs (NaN without one);
+    - ``ci_low``, ``ci_high``: its two-sided 95 % Student t interval (NaN with fewer than two pairs);
+    - ``p_value``: the paired t test's two-sided p-value for a mean difference of 0 (NaN likewise);
+    - ``q_value``: Benjamini-Hochberg adjusted p-value within the cell's noise family, (recipe, dataset,
+      noise) with clean a family of its own, over the cells that have a p-value;
+    - ``sd``: the standard deviation of the differences that interval and p-value use. An accuracy is a
+      multiple of its resolution, 100 / (test images) points (the recipe's ``max_test_images`` when set,
+      else the data set's test set, :data:`TEST_IMAGES`), so an SD below that resolution (identical
+      differences, say) says nothing about the spread: it is floored at the binomial standard error of a
+      difference of two accuracies, 100 * sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n) with p1, p2 the two
+      arms' mean accuracies over the pairs as fractions and n the test images (at the resolution where that
+      is 0);
+    - ``sd_floored``: whether it was floored;
+    - ``pairs``: seeds with a finite accuracy of both twins;
+    - ``seeds_pushpull``, ``seeds_plain``: distinct seeds with a finite accuracy, per twin;
+    - ``diverged_pushpull``, ``diverged_plain``: distinct seeds of that twin's trial (same recipe) that
+      diverged, and so have no row in ``results``;
+    - ``paper_difference``, ``paper_difference_text``: the paper's difference for the same cell under each
+      reading (header, text; NaN where the paper has no such cell).
     """
-    key = ["recipe", "dataset", "plain", "noise", "level", "seed"]
-    results = results.assign(plain=results["model"].map(plain_name))
-    plain = results[results["pushpull"].eq(False)][key + ["accuracy"]]
-    pushpull = results[results["pushpull"].eq(True)][key + ["model", "h", "alpha", "accuracy"]]
-    pairs = pushpull.merge(plain, on=key, suffixes=("_pp", "_plain"))
+    results = results[results["recipe"] != UNKNOWN_RECIPE]
+    _check_one_row_per_seed(results)
+    key = ["recipe", "dataset", "plain", "noise", "level"]
+    accuracy = results["accuracy"].astype("float64")
+    results = results.assign(plain=results["model"].map(plain_name), accuracy=accuracy.where(np.isfinite(accuracy)))
+    plain = results[results["pushpull"].eq(False)][[*key, "seed", "accuracy"]]
+    pushpull = results[results["pushpull"].eq(True)][[*key, "model", "h", "alpha", "seed", "accuracy"]]
     columns = [
         *EFFECT_KEY,
         "difference",
         "ci_low",
         "ci_high",
-        "seeds",
-        "verdict",
-        "paper_difference",
-        "paper_difference_text",
+        "p_value",
+        "q_value",
+        "sd",
+        "sd_floored",
+        "pairs",
+        "seeds_pushpull",
+        "seeds_plain",
+        "diverged_pushpull",
+        "diverged_plain",
+        *(name for reading in PAPER_EFFECT_COLUMNS.values() for name in reading),
     ]
-    if pairs.empty:
+    effect = pushpull[EFFECT_KEY].drop_duplicates().merge(plain[key].drop_duplicates(), on=key)
+    if effect.empty:
         return pd.DataFrame(columns=columns)
+    plain, pushpull = plain.dropna(subset=["accuracy"]), pushpull.dropna(subset=["accuracy"])
+    pairs = pushpull.merge(plain, on=[*key, "seed"], suffixes=("_pp", "_plain"))
     pairs["difference"] = pairs["accuracy_pp"] - pairs["accuracy_plain"]
-    effect = pairs.groupby(EFFECT_KEY, sort=True)["difference"].apply(_paired_interval).unstack().reset_index()
-    effect = effect.astype({"difference": "float64", "ci_low": "float64", "ci_high": "float64", "seeds": "int64"})
-    for reading, column in (("header", "paper_difference"), ("text", "paper_difference_text")):
-        effect = effect.merge(
-            _paper_effect(paper, reading).rename(columns={"difference": column}), how="left", on=EFFECT_KEY[1:]
-        )
+    statistics = pd.DataFrame(
+        [
+            {
+                **dict(zip(EFFECT_KEY, cell)),
+                **_paired_interval(group, scored_images(recipes, cell[0], cell[1])),
+                "pairs": group["seed"].nunique(),
+            }
+            for cell, group in pairs.groupby(EFFECT_KEY, dropna=False, sort=True)
+        ],
+        columns=[*EFFECT_KEY, "difference", "ci_low", "ci_high", "p_value", "sd", "sd_floored", "pairs"],
+    )
+    gone = _diverged_seeds(diverged_runs).assign(plain=lambda f: f["model"].map(plain_name))
+    counts = (
+        (pushpull, EFFECT_KEY, "seeds_pushpull"),
+        (plain, key, "seeds_plain"),
+        (gone[gone["pushpull"].eq(True)], ["recipe", "dataset", "model", "h", "alpha"], "diverged_pushpull"),
+        (gone[gone["pushpull"].eq(False)], ["recipe", "dataset", "plain"], "diverged_plain"),
+    )
+    effect = effect.merge(statistics, how="left", on=EFFECT_KEY)
+    for frame, on, name in counts:
+        counted = frame.groupby(on, dropna=False)["seed"].nunique().rename(name).reset_index()
+        effect = effect.merge(counted.astype({c: effect[c].dtype for c in on}), how="left", on=on)
+    integers = ["pairs", "seeds_pushpull", "seeds_plain", "diverged_pushpull", "diverged_plain"]
+    effect = effect.fillna({name: 0 for name in integers}).fillna({"sd_floored": False})
+    effect = effect.astype({**dict.fromkeys(integers, "int64"), "sd_floored": "bool"})
+    effect["q_value"] = math.nan
+    for _, family in effect.groupby(["recipe", "dataset", "noise"], sort=False):
+        tested = family["p_value"].dropna()
+        if len(tested):
+            effect.loc[tested.index, "q_value"] = _benjamini_hochberg(tested.to_numpy(dtype="float64"))
+    for reading, (difference, source) in PAPER_EFFECT_COLUMNS.items():
+        named = _paper_effect(paper, reading).rename(columns={"difference": difference, "paper_source": source})
+        effect = effect.merge(named, how="left", on=EFFECT_KEY[1:])
     effect["noise_order"] = noise_rank(effect["noise"])
     effect = effect.sort_values(
         ["recipe", "dataset", "plain", "model", "h", "alpha", "noise_order", "noise", "level"], kind="stable"
@@ -275,10 +442,22 @@ def pushpull_effect(results: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return effect[columns].reset_index(drop=True)
 
 
+# The paper's difference in a cell and the table it comes from, per reading of its cells (sweep.paper.READINGS).
+PAPER_EFFECT_COLUMNS = {
+    "header": ("paper_difference", "paper_source"),
+    "text": ("paper_difference_text", "paper_source_text"),
+    "swapped": ("paper_difference_swapped", "paper_source_swapped"),
+}
+
+
 def _paper_effect(paper: pd.DataFrame, reading: str) -> pd.DataFrame:
     """The paper's push-pull minus plain difference per twin cell under one reading (of :func:`paper_cells`),
-    on the measured (noise, level) it means; a cell printed in several tables is taken from the first in
-    PAPER_TABLES order (the main text first)."""
+    on the measured (noise, level) it means, with ``paper_source``, the one table both numbers come from.
+
+    The twins are paired within a table; a twin cell printed in several tables is taken from the first in
+    PAPER_TABLES order (the main text first: Table 2's CIFAR Poisson C = 1.5 and 2.5, which supplementary
+    Tables 4-5 print swapped, come from Table 2 as printed under ``header`` and swapped under ``swapped``).
+    Columns :data:`EFFECT_KEY` but recipe, ``difference``, ``paper_source``."""
     order = {table.source: i for i, table in enumerate(PAPER_TABLES)}
     cells = paper[paper["reading"] == reading].assign(order=lambda f: f["source"].map(order))
     cells = cells.sort_values("order", kind="stable").assign(plain=lambda f: f["model"].map(plain_name))
@@ -290,12 +469,14 @@ def _paper_effect(paper: pd.DataFrame, reading: str) -> pd.DataFrame:
             "measured_level": "level",
         }
     )
-    key = ["dataset", "plain", "noise", "level"]
+    key = ["source", "dataset", "plain", "noise", "level"]
     plain = cells[~cells["pushpull"]].drop_duplicates(key)[key + ["accuracy"]]
-    pushpull = cells[cells["pushpull"]].drop_duplicates([*key, "h", "alpha"])[key + ["model", "h", "alpha", "accuracy"]]
-    twins = pushpull.merge(plain, on=key, suffixes=("_pp", "_plain"))
+    pushpull = cells[cells["pushpull"]].drop_duplicates([*key, "h", "alpha"])[[*key, "model", "h", "alpha", "accuracy"]]
+    twins = pushpull.merge(plain, on=key, suffixes=("_pp", "_plain")).assign(order=lambda f: f["source"].map(order))
+    twins = twins.sort_values("order", kind="stable").drop_duplicates(EFFECT_KEY[1:])
     twins["difference"] = twins["accuracy_pp"] - twins["accuracy_plain"]
-    return twins[[*EFFECT_KEY[1:], "difference"]]
+    twins = twins.rename(columns={"source": "paper_source"})
+    return twins[[*EFFECT_KEY[1:], "difference", "paper_source"]].reset_index(drop=True)
 
 
 def _with_cells(frame: pd.DataFrame, cells: pd.DataFrame, on: list[str]) -> pd.DataFrame:
@@ -342,21 +523,37 @@ def _table_block(table: PaperTable, rows: pd.DataFrame, cells: pd.DataFrame, rec
     return block
 
 
+def prediction_half_width(std: pd.Series, seeds: pd.Series) -> pd.Series:
+    """Half the width of the two-sided 95 % prediction interval for one new run of a cell of ``seeds`` runs
+    with sample standard deviation ``std``: t_{n-1, 0.975} * std * sqrt(1 + 1/n); NaN under two seeds."""
+    n = seeds.astype("float64").where(seeds >= 2)
+    return stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std * np.sqrt(1 + 1 / n)
+
+
 def comparison(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Every measured cell beside the paper's number, once per (paper table, reading) that prints it.
 
-    paper: :func:`paper_cells`. ``noise`` and ``level`` are the paper's column as printed,
-    ``measured_noise`` and ``measured_level`` the cell of ours it is compared with, ``protocol_note`` says
-    why they differ ("" where the header means what it says).
+    paper: :func:`paper_cells`. ``paper_source`` is the paper table the number comes from, ``noise`` and
+    ``level`` its column as printed, ``measured_noise`` and ``measured_level`` the cell of ours it is
+    compared with, ``protocol_note`` says why they differ ("" where the header means what it says).
+    ``prediction_low`` and ``prediction_high``: our 95 % prediction interval for one new run of the cell
+    (:func:`prediction_half_width` either side of the mean; NaN under two seeds): the paper's numbers are
+    single runs, so this, not mean +- SD, is where one of them lies if it measured what we measure;
+    ``outside_prediction``: whether the paper's number lies outside it (null under two seeds).
     """
     paper = paper.drop_duplicates(["source", "reading", *MODEL, "noise", "level"])  # Table 2 prints clean twice
     ours = cells.rename(columns={"noise": "measured_noise", "level": "measured_level"})
     joined = paper.merge(ours, on=[*MODEL, "measured_noise", "measured_level"], how="inner", suffixes=("_paper", ""))
-    joined = joined.rename(columns={"accuracy_paper": "paper_accuracy"})
+    joined = joined.rename(columns={"accuracy_paper": "paper_accuracy", "source": "paper_source"})
     joined["difference"] = joined["accuracy"] - joined["paper_accuracy"]
+    half = prediction_half_width(joined["std"], joined["seeds"])
+    joined["prediction_low"], joined["prediction_high"] = joined["accuracy"] - half, joined["accuracy"] + half
+    inside = joined["paper_accuracy"].between(joined["prediction_low"], joined["prediction_high"])
+    joined["outside_prediction"] = pd.array(~inside, dtype="boolean").copy()
+    joined.loc[half.isna(), "outside_prediction"] = pd.NA
     columns = [
         "recipe",
-        "source",
+        "paper_source",
         "reading",
         *MODEL,
         "noise",
@@ -366,32 +563,56 @@ def comparison(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
         "accuracy",
         "std",
         "seeds",
+        "prediction_low",
+        "prediction_high",
         "paper_accuracy",
+        "outside_prediction",
         "difference",
         "protocol_note",
     ]
     order = {table.source: i for i, table in enumerate(PAPER_TABLES)}
-    joined = joined.assign(order=joined["source"].map(order)).sort_values(["recipe", "order"], kind="stable")
+    joined = joined.assign(order=joined["paper_source"].map(order)).sort_values(["recipe", "order"], kind="stable")
     return joined[columns].reset_index(drop=True)
 
 
+FIT_SPREADS = 2  # a reading or variant fits when its RMSE is at most this many seed spreads
+
+
+def _rms(values: pd.Series) -> float:
+    """Root mean square of the values that are not NaN (NaN when none is)."""
+    return math.sqrt(float((values**2).mean()))
+
+
+def _fit(compared: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of ``by``: cells, rmse of ``difference``, ``seed_spread`` (the root mean square of the
+    cells' ``std``, over those that have one) and ``fits`` (rmse <= FIT_SPREADS * seed_spread; null
+    without a seed spread)."""
+    grouped = compared.groupby(by, sort=True)
+    fit = grouped.agg(cells=("difference", "count"), rmse=("difference", _rms), seed_spread=("std", _rms))
+    fit = fit.reset_index()
+    fits = pd.array(fit["rmse"] <= FIT_SPREADS * fit["seed_spread"], dtype="boolean").copy()
+    fits[fit["seed_spread"].isna().to_numpy()] = pd.NA
+    return fit.assign(fits=fits)
+
+
 def reading_fit(compared: pd.DataFrame) -> pd.DataFrame:
-    """How well our measurements fit each reading of a table that has several (supplementary Table 2).
+    """How well our measurements fit each reading of a table that has several (supplementary Table 2, Table 2).
 
     compared: :func:`comparison`. Over the cells that more than one reading covers, the root mean square of
     (ours - paper) in points per (recipe, source, reading) and ``models``: ``plain``, ``push-pull`` or
-    ``all``; columns recipe, source, reading, models, cells, rmse.
+    ``all``; columns recipe, source (the paper table), reading, models, cells, rmse, seed_spread (the root
+    mean square of our cells' SD over seeds, over the same cells) and fits (rmse within
+    :data:`FIT_SPREADS` seed spreads; null without a spread: one seed).
     """
-    columns = ["recipe", "source", "reading", "models", "cells", "rmse"]
+    columns = ["recipe", "source", "reading", "models", "cells", "rmse", "seed_spread", "fits"]
+    compared = compared.rename(columns={"paper_source": "source"})
     alternative = compared[compared["reading"] != "header"][["source", "noise", "level"]].drop_duplicates()
     ambiguous = compared.merge(alternative, on=["source", "noise", "level"])
     if ambiguous.empty:
         return pd.DataFrame(columns=columns)
     by_kind = ambiguous.assign(models=ambiguous["pushpull"].map({False: "plain", True: "push-pull"}))
     both = pd.concat([by_kind, ambiguous.assign(models="all")], ignore_index=True)
-    grouped = both.groupby(["recipe", "source", "reading", "models"], sort=True)["difference"]
-    fit = grouped.agg(cells="count", rmse=lambda d: math.sqrt(float((d**2).mean()))).reset_index()
-    return fit[columns]
+    return _fit(both, ["recipe", "source", "reading", "models"])[columns]
 
 
 def poisson_cells_as(noise: str, paper: pd.DataFrame) -> pd.DataFrame:
@@ -408,27 +629,40 @@ def variant_fit(cells: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     cells: :func:`cell_statistics` of a suite's results; paper: :func:`paper_cells`. Every printed Poisson
     cell is compared, under each reading, with our cell of each such noise at the contrast the reading
     means (a CIFAR C = 1 cell at C = 1: whether that means no noise is what the variants test). Columns
-    recipe, source, reading, noise, models (``plain``, ``push-pull``, ``all``), cells, rmse (points), sorted
-    so that the nearest noise comes first within each (recipe, source, reading, models).
+    recipe, source, reading, noise, models (``plain``, ``push-pull``, ``all``), cells, rmse (points),
+    seed_spread and fits (as in :func:`reading_fit`), sorted so that the nearest noise comes first within
+    each (recipe, source, reading, models).
     """
-    columns = ["recipe", "source", "reading", "noise", "models", "cells", "rmse"]
+    columns = ["recipe", "source", "reading", "noise", "models", "cells", "rmse", "seed_spread", "fits"]
     noises = sorted(n for n in set(cells["noise"]) if n != "clean" and Noise.parse(n).level_is_contrast)
     compared = [comparison(cells, poisson_cells_as(noise, paper)) for noise in noises]
     compared = [frame for frame in compared if not frame.empty]
     if not compared:
         return pd.DataFrame(columns=columns)
     joined = pd.concat(compared, ignore_index=True).rename(
-        columns={"noise": "printed_noise", "measured_noise": "noise"}
+        columns={"noise": "printed_noise", "measured_noise": "noise", "paper_source": "source"}
     )
     by_kind = joined.assign(models=joined["pushpull"].map({False: "plain", True: "push-pull"}))
     both = pd.concat([by_kind, joined.assign(models="all")], ignore_index=True)
-    grouped = both.groupby(["recipe", "source", "reading", "noise", "models"], sort=True)["difference"]
-    fit = grouped.agg(cells="count", rmse=lambda d: math.sqrt(float((d**2).mean()))).reset_index()
+    fit = _fit(both, ["recipe", "source", "reading", "noise", "models"])
     fit = fit.sort_values(["recipe", "source", "reading", "models", "rmse", "noise"], kind="stable")
     return fit[columns].reset_index(drop=True)
 
 
-EXCLUDED_COLUMNS = ["sweep", "recipe", "trial_key", "run_id", "dataset", "model", "seed", "status", "health", "reason"]
+EXCLUDED_COLUMNS = [
+    "sweep",
+    "recipe",
+    "trial_key",
+    "run_id",
+    "dataset",
+    "model",
+    "h",
+    "alpha",
+    "seed",
+    "status",
+    "health",
+    "reason",
+]
 
 
 def diverged(run: object) -> bool:
@@ -442,25 +676,41 @@ def makes_rows(run: object, include_incomplete: bool) -> bool:
     return run.info.status == "FINISHED" or (include_incomplete and not diverged(run))
 
 
+def _exclusion_reason(run: object, recipe: str) -> str:
+    """Why a run is listed in ``excluded``: its health or error (or status) when it did not finish, and
+    :data:`NO_RECIPE` when its params make no recipe (both, joined by "; ", when both hold)."""
+    reasons = []
+    if run.info.status != "FINISHED":
+        tags = run.data.tags
+        reasons.append(tags.get("health_reason") or tags.get("error") or f"run is {run.info.status}")
+    if recipe == UNKNOWN_RECIPE:
+        reasons.append(NO_RECIPE)
+    return "; ".join(reasons)
+
+
 def excluded_trials(runs: list) -> pd.DataFrame:
-    """One row per trial left out of the tables (diverged, failed, unfinished), with the reason."""
+    """One row per trial of ``runs`` left out of the tables (diverged, failed, unfinished), or out of the
+    push-pull effect (its params make no recipe: ``reason`` says :data:`NO_RECIPE`), with the reason."""
+    recipes = [recipe_id(run) for run in runs]
     rows = [
         {
             "sweep": run.data.tags.get("sweep"),
-            "recipe": recipe_id(run),
+            "recipe": recipe,
             "trial_key": run.data.tags.get("trial_key"),
             "run_id": run.info.run_id,
             "dataset": run.data.params.get("dataset"),
             "model": run.data.params.get("model"),
+            "h": _param(run.data.params, "h", float),
+            "alpha": _param(run.data.params, "alpha", float),
             "seed": _param(run.data.params, "seed", int),
             "status": run.info.status,
             "health": run.data.tags.get("health", ""),
-            "reason": run.data.tags.get("health_reason") or run.data.tags.get("error") or f"run is {run.info.status}",
+            "reason": _exclusion_reason(run, recipe),
         }
-        for run in runs
-        if run.info.status != "FINISHED"
+        for run, recipe in zip(runs, recipes)
+        if run.info.status != "FINISHED" or recipe == UNKNOWN_RECIPE
     ]
-    frame = pd.DataFrame(rows, columns=EXCLUDED_COLUMNS).astype({"seed": "Int64"})
+    frame = pd.DataFrame(rows, columns=EXCLUDED_COLUMNS).astype({"seed": "Int64", "h": "float64", "alpha": "float64"})
     return frame.sort_values("trial_key", kind="stable").reset_index(drop=True)
 
 
@@ -495,6 +745,7 @@ class Aggregation:
     excluded: pd.DataFrame
     paper_tables: dict[str, pd.DataFrame]
     paper: pd.DataFrame
+    claims: pd.DataFrame | None = None  # sweep.claims.claims_table of ``results``, the paper's suite only
 
     def files(self) -> dict[str, pd.DataFrame]:
         """File stem -> table, in the order they are written. A suite other than the paper's has no paper
@@ -510,6 +761,7 @@ class Aggregation:
         return {
             "results": self.results,
             "recipes": self.recipes,
+            **({} if self.claims is None else {"claims": self.claims}),
             **self.paper_tables,
             "pushpull_effect": self.effect,
             "comparison": self.comparison,
@@ -523,22 +775,25 @@ def aggregate(
 ) -> Aggregation:
     """All tables of ``suite``'s scores from one run per trial (see sweep.runs.select_runs), the paper
     tables limited to those of ``sweeps``. The runs that make rows are chosen by :func:`makes_rows`; the
-    others are listed in ``excluded``."""
+    others are listed in ``excluded``, and so are those whose params make no recipe (in the tables, under
+    recipe ``unknown``, but not in the push-pull effect)."""
     kept = [r for r in chosen if makes_rows(r, include_incomplete)]
     results = tidy_results(kept, suite)
+    recipes = recipes_table(kept)
     cells = cell_statistics(results)
     printed, paper = paper_results(), paper_cells()
     compared = comparison(cells, paper)
+    left_out = [r for r in chosen if not makes_rows(r, include_incomplete) or recipe_id(r) == UNKNOWN_RECIPE]
     return Aggregation(
         suite=suite,
         results=results,
-        recipes=recipes_table(kept),
+        recipes=recipes,
         cells=cells,
-        effect=pushpull_effect(results, paper),
+        effect=pushpull_effect(results, paper, recipes=recipes, diverged_runs=[r for r in chosen if diverged(r)]),
         comparison=compared,
         reading_fit=reading_fit(compared),
         variant_fit=variant_fit(cells, paper),
-        excluded=excluded_trials([r for r in chosen if not makes_rows(r, include_incomplete)]),
+        excluded=excluded_trials(left_out),
         paper_tables={t.stem: paper_table(t, cells, printed) for t in tables_of_sweeps(sweeps)}
         if suite == PAPER_SUITE
         else {},
