@@ -28,6 +28,7 @@ from sweep.tables import (  # noqa: E402
     FIT_SPREADS,
     MODEL,
     NOISE_ORDER,
+    PAPER_EFFECT_COLUMNS,
     Aggregation,
     has_measurements,
     poisson_cells_as,
@@ -453,11 +454,14 @@ def _family_summary(noise: str, family: pd.DataFrame) -> str:
         if tested
         else "no cell has a p-value (fewer than two paired seeds)."
     )
-    for reading, column in (("header", "paper_difference"), ("text", "paper_difference_text")):
-        paper = family.dropna(subset=[column])
+    for reading, (column, _) in PAPER_EFFECT_COLUMNS.items():
+        paper = family[column].dropna()
         if paper.empty:
             continue
-        text += f" The paper ({reading} reading) has push-pull higher in {int((paper[column] > 0).sum())} of the {len(paper)} cells it prints."
+        text += (
+            f" The paper ({reading} reading) has push-pull higher in {int((paper > 0).sum())}, lower in "
+            f"{int((paper < 0).sum())} and equal in {int((paper == 0).sum())} of the {len(paper)} cells it prints."
+        )
     return text
 
 
@@ -483,8 +487,9 @@ def _effect_lines(aggregation: Aggregation) -> list[str]:
             lines.append(_family_summary(noise, family))
             lines += [
                 "",
-                "| pair | level | difference | 95 % CI | pairs | q | paper | paper, text reading |",
-                "|---|---|---|---|---|---|---|---|",
+                "| pair | level | difference | 95 % CI | pairs | seeds PP / plain (diverged) | q | paper | "
+                "paper, text reading | paper, swapped reading |",
+                "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in family.itertuples(index=False):
                 pair = f"{row.model} - {row.plain}" + (
@@ -492,9 +497,11 @@ def _effect_lines(aggregation: Aggregation) -> list[str]:
                 )
                 interval = "" if math.isnan(row.ci_low) else f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
                 q = "" if math.isnan(row.q_value) else f"{row.q_value:.2g}"
+                arms = f"{row.seeds_pushpull} / {row.seeds_plain} ({row.diverged_pushpull} / {row.diverged_plain})"
                 lines.append(
-                    f"| {pair} | {row.level:g} | {_number(row.difference)} | {interval} | {row.pairs} | {q} | "
-                    f"{_number(row.paper_difference)} | {_number(row.paper_difference_text)} |"
+                    f"| {pair} | {row.level:g} | {_number(row.difference)} | {interval} | {row.pairs} | {arms} | {q} | "
+                    f"{_number(row.paper_difference)} | {_number(row.paper_difference_text)} | "
+                    f"{_number(row.paper_difference_swapped)} |"
                 )
             lines.append("")
     return lines

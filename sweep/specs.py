@@ -284,9 +284,23 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     try:
         return arch or None, key, _parse_field(key, raw, fields[key].type)
     except ValueError:
-        raise ValueError(
-            f"invalid value in --set {text}: {key} takes {fields[key].type.replace(' | None', ' or none')}"
-        ) from None
+        raise ValueError(f"invalid value in --set {text}: {key} takes {_kind_of_value(fields[key].type)}") from None
+
+
+# What a Recipe field's annotation asks of a --set value, in words.
+_KINDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a word",
+    "tuple[int, ...]": "whole numbers separated by commas (e.g. 5,10)",
+}
+
+
+def _kind_of_value(annotation: str) -> str:
+    """``float | None`` -> ``a number or none``."""
+    kind, none = annotation.removesuffix(" | None"), annotation.endswith(" | None")
+    return _KINDS[kind] + (" or none" if none else "")
 
 
 def _parse_field(key: str, raw: str, annotation: str) -> Any:

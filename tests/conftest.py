@@ -45,3 +45,29 @@ def piped_smoke_sweep(tmp_path_factory):
     lines = (root / "output.txt").read_text().splitlines()
     assert done.returncode == 0, "\n".join(lines[-30:])
     return storage, root / "data", lines
+
+
+# Fixtures that start real processes or servers (Ray nodes, a sweep's driver, MLflow, an S3 server): a test
+# that uses one is an integration test, and slow (seconds to minutes on 2 cores). Tests slow for another
+# reason carry @pytest.mark.slow themselves. `pytest -m "not slow"` is the quick loop.
+PROCESS_FIXTURES = frozenset(
+    {
+        "ray_cluster",
+        "piped_smoke_sweep",
+        "two_nodes",
+        "blind_worker",
+        "cluster",
+        "s3",
+        "on_s3",
+        "auth_server",
+        "token_head",
+        "open_head",
+    }
+)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.slow)

@@ -21,16 +21,28 @@ def free_ports(count: int) -> list[int]:
         return [s.getsockname()[1] for s in sockets]
 
 
+# What a check raises when it is wrong, not when what it waits for is not there yet (no server, a file
+# half written, a command that fails until a node is up): raised at once, not polled for minutes.
+CHECK_BUGS = (NameError, TypeError, AttributeError, AssertionError, ImportError, ZeroDivisionError)
+
+
 def wait_for(check, seconds: float, what: str):
-    """Poll ``check`` every 0.5 s until it returns something true (returned), or raise TimeoutError."""
-    deadline = time.monotonic() + seconds
+    """Poll ``check`` every 0.5 s until it returns something true (returned), or raise TimeoutError naming
+    the last error the check raised. A check that raises one of CHECK_BUGS fails at once."""
+    deadline, last = time.monotonic() + seconds, None
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             value = check()
+        except CHECK_BUGS:
+            raise
+        except Exception as error:  # noqa: BLE001 - not there yet: polled again, named if it never comes
+            last = error
+        else:
             if value:
                 return value
         time.sleep(0.5)
-    raise TimeoutError(f"{what} not ready after {seconds} s")
+    because = f" (last: {type(last).__name__}: {last})" if last is not None else ""
+    raise TimeoutError(f"{what} not ready after {seconds} s{because}")
 
 
 def stop(process: subprocess.Popen, grace: float = 30) -> None:

@@ -311,7 +311,7 @@ def test_report_has_figures_named_after_the_papers_and_the_effect_per_noise_fami
     assert (
         "**gaussian** (28 cells): estimated differences from +2.00 to +2.00 points; 0 of the 28 cells with a "
         "p-value are discoveries at a 5 % false discovery rate (q < 0.05). The paper (header reading) has "
-        "push-pull higher in 20 of the 28 cells it prints.\n"
+        "push-pull higher in 20, lower in 8 and equal in 0 of the 28 cells it prints.\n"
     ) in report
     assert "**clean** (4 cells): estimated differences from -1.00 to -1.00 points; 0 of the 4 cells" in report
     assert (

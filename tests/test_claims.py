@@ -108,6 +108,7 @@ def test_three_claims_with_known_effects_get_supported_equivalent_and_contradict
     assert (decided["p_holm"] < 0.05).all() and (decided["p_holm"] >= decided["p_value"]).all()
 
 
+@pytest.mark.slow  # 200 claims tables
 def test_under_no_effect_the_claims_table_gives_a_false_verdict_in_at_most_5_percent_of_stores():
     stores, false = 200, 0
     for replicate in range(stores):
@@ -182,6 +183,7 @@ def designed_accuracy(spec, noise: str, level: float) -> float:
     return 80.0 - 5 * level + spread + (KNOWN.get((spec.dataset, noise), 0.0) if spec.model.pushpull else 0.0)
 
 
+@pytest.mark.slow  # 108 runs into MLflow, then every figure
 def test_the_whole_paper_through_mlflow_gets_the_three_known_verdicts_and_a_report(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri, "paper_full", (tmp_path / "artifacts").as_uri())

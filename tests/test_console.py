@@ -2,11 +2,13 @@
 level, params, names); and a store that can be moved."""
 
 import pickle
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
 import pytest
+from mlflow.tracking._tracking_service.utils import _artifact_repos_cache as mlflow_artifact_repos_cache
 
 from perturb import NOISES, noise_suite
 from sweep.catalog import build_sweep
@@ -197,7 +199,8 @@ def test_log_suite_scores_adds_a_curve_per_noise_of_the_suite(piped_sweep, tmp_p
 def test_a_store_moved_elsewhere_keeps_its_artifacts_and_its_sweep_continues_there(piped_sweep, tmp_path, capsys):
     original, _ = piped_sweep
     copy = tmp_path / "elsewhere" / "store"
-    copy_store(original, copy)
+    shutil.copytree(original, copy)  # as a user moves it: its store still names the original's artifacts
+    mlflow_artifact_repos_cache.clear()  # MLflow's, by run id: the copy has the original's run ids
     assert "{storage}" in (copy / "lenet.sweep.json").read_text()
     # --sync reads the record, reopens the store and finds everything delivered.
     data = original.parent / "data"  # beside the store, in the shared fixture

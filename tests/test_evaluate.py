@@ -27,13 +27,20 @@ SUITE = "poisson-variants"
 VARIANTS = suite_settings(SUITE, "mnist")
 
 
-@pytest.fixture(scope="module")
-def sweep(piped_smoke_sweep, tmp_path_factory):
-    """A finished lenet smoke sweep (8 trials, one epoch each), a copy of the shared one that the tests here
-    may change: (storage, data root)."""
+@pytest.fixture
+def sweep(piped_smoke_sweep, tmp_path):
+    """A finished lenet smoke sweep (8 trials, one epoch each), this test's own copy of the shared one:
+    (storage, data root)."""
     storage, data, _ = piped_smoke_sweep
-    copy = tmp_path_factory.mktemp("evaluate") / "store"
-    copy_store(storage, copy)
+    return copy_store(storage, tmp_path / "store"), data
+
+
+@pytest.fixture(scope="module")
+def scored_sweep(piped_smoke_sweep, tmp_path_factory):
+    """A copy of the shared smoke sweep with the poisson-variants suite scored: (storage, data root)."""
+    storage, data, _ = piped_smoke_sweep
+    copy = copy_store(storage, tmp_path_factory.mktemp("scored") / "store")
+    assert evaluate_cli(copy, data, "--suite", SUITE) == 0
     return copy, data
 
 
@@ -93,8 +100,8 @@ def test_evaluate_adds_the_suite_to_the_same_runs_and_a_second_call_changes_noth
         assert len(history) == 1
 
 
-def test_the_suite_aggregates_to_its_own_tables_figures_and_variant_fit(sweep, tmp_path):
-    storage, _ = sweep
+def test_the_suite_aggregates_to_its_own_tables_figures_and_variant_fit(scored_sweep, tmp_path):
+    storage, _ = scored_sweep
     out = tmp_path / "tables"
     assert aggregate_main(["--storage", str(storage), "--suite", SUITE, "--out", str(out), "--report"]) == 0
     results = pd.read_parquet(out / "results.parquet")
@@ -124,8 +131,7 @@ def test_the_suite_aggregates_to_its_own_tables_figures_and_variant_fit(sweep, t
 
 
 def test_skipped_trials_are_named_and_ray_tasks_score_the_others(sweep, ray_cluster, capsys):
-    # Changes the sweep (a lost checkpoint, a diverged run): keep it after the tests that need it whole.
-    storage, data = sweep
+    storage, data = sweep  # its own copy: a lost checkpoint, a diverged run
     runs = runs_of(storage)
     lost, collapsed, scored, damaged = sorted(runs)[:4]
     for checkpoint in (storage / "lenet" / lost).glob("checkpoint_*"):

@@ -351,3 +351,62 @@ def test_a_damaged_sweep_record_stops_a_continued_sweep(tmp_path, capsys, mnist_
     (tmp_path / "store" / "lenet.sweep.json").write_text(record)
     args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(mnist_root), *continued]
     fails_with_one_line(capsys, tmp_path, args, f"{tmp_path / 'store' / 'lenet.sweep.json'} is damaged: {damage}")
+
+
+@pytest.mark.parametrize("dry", DRY)
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SWEEP_STORAGE", "{tmp}/from-env", "nothing to continue: no sweep 'lenet' in {tmp}/from-env"),
+        (
+            "SWEEP_DATA_ROOT",
+            "{tmp}/data",
+            "mnist is not in {tmp}/data{how}: put " + MNIST_FILES.format(root="{tmp}/data"),
+        ),
+        (
+            "MLFLOW_TRACKING_URI",
+            "foo://bar",
+            "MLflow has no tracking store for foo://bar: use http(s)://HOST:PORT (a tracking server) or "
+            "sqlite:///PATH (an embedded store)",
+        ),
+        ("RAY_ADDRESS", "127.0.0.1:{port}", "cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused"),
+    ],
+    ids=["storage", "data-root", "tracking-uri", "ray-address"],
+)
+def test_each_environment_default_is_used_when_its_option_is_absent(
+    tmp_path, capsys, mnist_root, monkeypatch, dry, variable, value, message
+):
+    port = free_ports(1)[0]  # closed: nothing listens there once the probe socket is gone
+    value = value.format(tmp=tmp_path, port=port)
+    monkeypatch.setenv(variable, value)
+    args = ["lenet", "--profile", "smoke", *dry]
+    if variable != "SWEEP_STORAGE":
+        args += ["--storage", str(tmp_path / "store")]
+    if variable != "SWEEP_DATA_ROOT":
+        args += ["--data-root", str(mnist_root)]
+    if variable == "SWEEP_STORAGE":
+        args.append("--resume")  # a storage the command reads, so that the line names it
+    how = " (a dry run downloads nothing)" if dry else " and could not be downloaded (RuntimeError)"
+    fails_with_one_line(capsys, tmp_path, args, message.format(tmp=tmp_path, port=port, how=how))
+
+
+@pytest.mark.parametrize("dry", DRY)
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--set", "epochs"], "--set 'epochs': expected KEY=VALUE"),
+        (["--set", "foo.lr=1"], "--set 'foo.lr=1': a scope must be 'lenet.' or 'wrn.', got 'foo'"),
+        (["--set", "grad_clip=abc"], "invalid value in --set grad_clip=abc: grad_clip takes a number or none"),
+        (["--set", "grad_clip=-1"], "invalid --set for A: grad_clip must be a number > 0 or none, got -1.0"),
+        (["--set", "nesterov=maybe"], "invalid value in --set nesterov=maybe: nesterov takes true or false"),
+        (
+            ["--set", "milestones=a,b"],
+            "invalid value in --set milestones=a,b: milestones takes whole numbers separated by commas (e.g. 5,10)",
+        ),
+        (["--seeds", "-1"], "--seeds must be an integer >= 1, got -1"),
+    ],
+    ids=["no-value", "bad-scope", "grad-clip-text", "grad-clip-negative", "nesterov", "milestones", "negative-seeds"],
+)
+def test_a_recipe_field_or_seed_count_that_makes_no_recipe_stops(tmp_path, capsys, mnist_root, dry, option, message):
+    args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(mnist_root), *option, *dry]
+    fails_with_one_line(capsys, tmp_path, args, message)

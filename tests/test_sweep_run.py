@@ -59,7 +59,7 @@ def mnist_root(tmp_path_factory):
             "sweep.run: error: unknown sweep 'nope': expected one of lenet, wrn_width, wrn_depth, cifar100, sensitivity, paper_full",
         ),
         (["lenet", "--set", "lrr=0.1"], "sweep.run: error: unknown --set key 'lrr': expected one of epochs, lr,"),
-        (["lenet", "--set", "lr=fast"], "sweep.run: error: invalid value in --set lr=fast: lr takes float"),
+        (["lenet", "--set", "lr=fast"], "sweep.run: error: invalid value in --set lr=fast: lr takes a number"),
         (["lenet", "--set", "lr=-1"], "sweep.run: error: invalid --set for A: lr must be a number > 0, got -1.0"),
         (
             ["lenet", "--set", "epochs=0"],
@@ -248,11 +248,23 @@ def test_interrupted_sweep_resumes_to_exactly_one_run_per_trial(ray_cluster, tmp
     assert sorted({m.step for m in history}) == [1, 2, 3]
 
 
-def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root):
+def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root, capsys):
     base = smoke_args(tmp_path, mnist_root)
-    assert main([*base, "--resume"]) == 2
-    (tmp_path / "lenet.sweep.json").write_text(json.dumps({"sweep": "lenet", "tracking_uri": "x", "trial_keys": []}))
-    assert main([*base, "--resume"]) == 2
+
+    def refused() -> str:
+        assert main([*base, "--resume"]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        return line
+
+    assert refused() == f"sweep.run: error: nothing to continue: no sweep 'lenet' in {tmp_path}"
+    record = tmp_path / "lenet.sweep.json"
+    record.write_text(json.dumps({"sweep": "lenet", "tracking_uri": "x", "trial_keys": []}))
+    assert refused() == (
+        "sweep.run: error: --resume and --sync continue the sweep as it was started: use the same --profile, "
+        "--seeds and --set"
+    )
+    record.write_text(json.dumps({"sweep": "lenet", "tracking_uri": 3, "trial_keys": []}))
+    assert refused() == f"sweep.run: error: {record} is damaged: its tracking_uri is no str"
 
 
 def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, mnist_root):
