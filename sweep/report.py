@@ -689,8 +689,9 @@ def _claims_lines(aggregation: Aggregation) -> list[str]:
         "compares it with, of each seed's mean accuracy over the claim's noise levels, in points, with its 95 % "
         f"interval. Verdicts: supported, contradicted, equivalent (within +-{margin:g} points, `--margin`) or "
         "undecided, with Holm's correction over every test of this table (at most a 5 % chance of any false "
-        "verdict). Seeds: paired seeds; trials: measured per arm, (diverged) per arm. For an undecided claim, "
-        "an estimate of the seeds that would decide the measured difference at the measured spread.",
+        "verdict). A claim about every pair holds when it holds for each: its difference is the weakest pair's. "
+        "Seeds: paired seeds; trials: measured per arm, (diverged) per arm. For an undecided claim, an estimate "
+        "of the seeds that would decide the measured difference at the measured spread.",
         "",
         "| claim | section | kind | asserts | recipe | difference [95 % CI] | seeds | trials PP / other (diverged) "
         "| verdict | p (Holm) | seeds to decide |",
@@ -701,9 +702,11 @@ def _claims_lines(aggregation: Aggregation) -> list[str]:
         trials = f"{row.seeds_pushpull} / {row.seeds_plain} ({row.diverged_pushpull} / {row.diverged_plain})"
         p_holm = "" if math.isnan(row.p_holm) else f"{row.p_holm:.2g}"
         needed = "" if math.isnan(row.seeds_to_decide) else f"~{row.seeds_to_decide:.0f}"
+        weakest = f" (weakest: {row.weakest})" if row.weakest else ""
         lines.append(
             f"| {row.claim} | {row.section} | {row.kind} | {row.asserts} | {row.recipe} | "
-            f"{_number(row.difference)}{interval} | {row.seeds} | {trials} | **{row.verdict}** | {p_holm} | {needed} |"
+            f"{_number(row.difference)}{interval}{weakest} | {row.seeds} | {trials} | **{row.verdict}** | {p_holm} | "
+            f"{needed} |"
         )
     lines += ["", "In the paper's words:", ""]
     for claim, words in dict(zip(claims["claim"], claims["words"])).items():

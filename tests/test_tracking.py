@@ -559,6 +559,7 @@ def test_a_password_in_the_tracking_uri_is_never_printed_or_written(
     assert json.loads((tmp_path / "store" / "lenet.sweep.json").read_text())["tracking_uri"] == auth_server
 
 
+@pytest.mark.integration  # a local Ray in a process of its own
 def test_the_tracking_credentials_never_reach_the_workers_of_a_local_ray(tmp_path):
     script = (
         "import os, ray\n"
