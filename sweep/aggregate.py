@@ -202,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     from perturb import PAPER_SUITE, SUITES
     from sweep.catalog import SWEEPS
     from sweep.runs import RunsUnavailable, read_runs, select_recipes, select_runs
-    from sweep.tables import aggregate, has_measurements
+    from sweep.tables import DuplicateResults, aggregate, has_measurements
 
     unknown = [name for name in args.sweep if name not in SWEEPS]
     if unknown:
@@ -225,7 +225,10 @@ def _run(args: argparse.Namespace) -> int:
     except RunsUnavailable as error:
         raise UsageError(str(error)) from None
 
-    aggregation = aggregate(chosen, args.sweep or sweeps, include_incomplete=args.include_incomplete, suite=suite)
+    try:
+        aggregation = aggregate(chosen, args.sweep or sweeps, include_incomplete=args.include_incomplete, suite=suite)
+    except DuplicateResults as error:
+        raise UsageError(str(error)) from None
     if suite == PAPER_SUITE:  # the paper's claims are about the paper's noises
         from sweep.claims import claims_table
 

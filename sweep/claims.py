@@ -500,6 +500,7 @@ def _arm_counts(claim: Claim, recipe: str, measured: dict, diverged: pd.DataFram
     """Distinct trials (model, (h, alpha), seed) measured and diverged per arm, over the claim's measured pairs."""
     pushpull = {(pair[1], pair[3], s) for pair, frame in measured.items() for s in frame["seed"]}
     other = {(pair[2], s) for pair, frame in measured.items() for s in frame["seed"]}
+    pushpull_arms, other_arms = {(p[1], p[3]) for p in measured}, {p[2] for p in measured}
     lost = diverged[diverged["recipe"] == recipe]
     lost_pushpull = {
         (m, _config(m, h, a), s) for m, h, a, s in zip(lost["model"], lost["h"], lost["alpha"], lost["seed"])
@@ -507,8 +508,8 @@ def _arm_counts(claim: Claim, recipe: str, measured: dict, diverged: pd.DataFram
     return {
         "seeds_pushpull": len(pushpull),
         "seeds_plain": len(other),
-        "diverged_pushpull": len({t for t in lost_pushpull if (t[0], t[1]) in {(p[1], p[3]) for p in measured}}),
-        "diverged_plain": len({(m, s) for m, s in zip(lost["model"], lost["seed"]) if m in {p[2] for p in measured}}),
+        "diverged_pushpull": len({t for t in lost_pushpull if (t[0], t[1]) in pushpull_arms}),
+        "diverged_plain": len({(m, s) for m, s in zip(lost["model"], lost["seed"]) if m in other_arms}),
     }
 
 

@@ -25,6 +25,7 @@ from sweep.specs import Recipe, describe_recipe
 
 __all__ = [
     "CELL_KEY",
+    "DuplicateResults",
     "RECIPE_SCHEMA",
     "RESULT_SCHEMA",
     "Aggregation",
@@ -318,8 +319,12 @@ def _diverged_seeds(runs: Iterable) -> pd.DataFrame:
 TRIAL_KEY = ["recipe", "dataset", "model", "h", "alpha", "seed", "noise", "level"]
 
 
+class DuplicateResults(ValueError):
+    """Two result rows of one trial and cell (a store whose runs the selection cannot tell apart); one line."""
+
+
 def _check_one_row_per_seed(results: pd.DataFrame) -> None:
-    """Raise ValueError (one line, naming the key) unless ``results`` has at most one row per
+    """Raise DuplicateResults (one line, naming the key) unless ``results`` has at most one row per
     :data:`TRIAL_KEY`: two runs of one seed would be paired twice."""
     if results.empty:
         return
@@ -328,7 +333,7 @@ def _check_one_row_per_seed(results: pd.DataFrame) -> None:
     if sizes.max() > 1:
         rows = results[group == sizes[sizes > 1].index.min()]
         key = ", ".join(f"{name}={rows[name].iloc[0]}" for name in TRIAL_KEY)
-        raise ValueError(
+        raise DuplicateResults(
             f"{len(rows)} result rows for ({key}), from runs {', '.join(sorted(set(map(str, rows['run_id']))))}: "
             "expected one run per trial (sweep.runs.select_runs)"
         )

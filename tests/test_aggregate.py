@@ -57,6 +57,18 @@ def log_trial(tracker: Tracker, spec: TrialSpec, status: str = "FINISHED", accur
         tracker.fail(spec, "worker died")
 
 
+# The PNG of each paper figure, named after it (sweep.paper.PAPER_TABLES' figure_stem).
+PAPER_FIGURES = (
+    "figure4_gaussian",
+    "figure5_poisson",
+    "supp_figure1_speckle",
+    "figure6_poisson_width",
+    "figure7_poisson_depth",
+    "figure8_gaussian_width",
+    "figure9_gaussian_depth",
+    "supp_figure2_speckle_width",
+    "supp_figure3_speckle_depth",
+)
 LENET = build_sweep("lenet", seeds=2)
 WRN = [s for s in build_sweep("wrn_width") if s.model.width == 10]
 FAILED = [s for s in build_sweep("wrn_width") if s.model.width == 1][0]
@@ -278,20 +290,7 @@ def test_report_has_figures_named_after_the_papers_and_the_effect_per_noise_fami
     aggregate(store, tmp_path, "--report")
     figures = sorted(p.name for p in tmp_path.glob("*.png"))
     # LeNet: supplementary Tables 1-3 (Figs. 4, 5, supp. 1); WRN-28-10 twins: Tables 4-9 (Figs. 6-9, supp. 2-3)
-    assert figures == sorted(
-        f"{stem}.png"
-        for stem in (
-            "figure4_gaussian",
-            "figure5_poisson",
-            "supp_figure1_speckle",
-            "figure6_poisson_width",
-            "figure7_poisson_depth",
-            "figure8_gaussian_width",
-            "figure9_gaussian_depth",
-            "supp_figure2_speckle_width",
-            "supp_figure3_speckle_depth",
-        )
-    )
+    assert figures == sorted(f"{stem}.png" for stem in PAPER_FIGURES)
     for name in figures:
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and round(image.info["dpi"][0]) >= 150

@@ -6,7 +6,6 @@ The tests write lease files as the docs describe them (JSON: host, pid, started,
 token), never through the code under test. Only the first test starts a real sweep."""
 
 import json
-import logging
 import os
 import re
 import socket
@@ -25,7 +24,8 @@ from sweep.cli import UsageError
 from sweep.lease import LeaseHeld, SweepLease
 from sweep.storage import SweepStorage
 from tests.datasets import write_mnist
-from tests.processes import free_ports, stop, wait_for
+from tests.processes import stop, wait_for
+from tests.s3server import s3_server
 
 PROJECT = Path(__file__).resolve().parents[1]
 HOST = socket.gethostname()
@@ -285,24 +285,10 @@ def test_a_driver_whose_lease_was_taken_over_stops_renewing_it_and_says_so(tmp_p
 @pytest.fixture
 def on_s3(monkeypatch):
     """An S3 server (moto) with bucket ``sweeps``, this process pointed at it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_ports(1)[0]
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "tests-only",
-        "AWS_SECRET_ACCESS_KEY": "tests-only",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    boto3.client("s3").create_bucket(Bucket="sweeps")
-    yield
-    server.stop()
+    with s3_server() as env:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        yield
 
 
 def test_the_lease_works_on_s3(on_s3):

@@ -16,6 +16,7 @@ from sweep.catalog import build_sweep
 from sweep.paper import paper_cells, paper_direction, paper_results
 from sweep.tables import _paper_effect, reading_fit
 from sweep.tracking import Tracker, log_suite_scores
+from tests.test_aggregate import PAPER_FIGURES as AGGREGATE_FIGURES
 from tests.test_aggregate import aggregate, known_accuracy, log_trial
 
 PAPER_FULL = build_sweep("paper_full", seeds=2)
@@ -39,17 +40,7 @@ TABLES = {
     "reading_fit",
     "excluded",
 }
-PAPER_FIGURES = {
-    "figure4_gaussian",
-    "figure5_poisson",
-    "supp_figure1_speckle",
-    "figure6_poisson_width",
-    "figure7_poisson_depth",
-    "figure8_gaussian_width",
-    "figure9_gaussian_depth",
-    "supp_figure2_speckle_width",
-    "supp_figure3_speckle_depth",
-}
+PAPER_FIGURES = set(AGGREGATE_FIGURES)
 WIDTH_AND_DEPTH_FIGURES = PAPER_FIGURES - {"figure4_gaussian", "figure5_poisson", "supp_figure1_speckle"}
 SEED_SD = math.sqrt(0.5)  # known_accuracy: seeds 0 and 1 score x and x + 1
 

@@ -5,24 +5,22 @@ out on S3, ``sweep.evaluate`` and ``sweep.aggregate`` against it. (That a resume
 what an uninterrupted one does is proven on a local folder: tests/test_resume.py; the storage holds bytes.)"""
 
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import mlflow
 import pandas as pd
 import pyarrow.fs
 import pytest
-from moto.server import ThreadedMotoServer
 
 from sweep.catalog import build_sweep
 from sweep.checkpoints import CHECKPOINT_FILE, checkpoint_names
 from tests.datasets import write_mnist
-from tests.processes import free_ports, stop, wait_for
+from tests.processes import stop, wait_for
+from tests.s3server import s3_server
 
 PROJECT = Path(__file__).resolve().parents[1]
 EPOCHS = 6  # long enough for the driver to be killed with trials in flight
@@ -31,27 +29,8 @@ EPOCHS = 6  # long enough for the driver to be killed with trials in flight
 @pytest.fixture(scope="module")
 def s3():
     """An S3 server with bucket ``sweeps``: the environment that points a process at it."""
-    port = free_ports(1)[0]
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server's line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "tests-only",
-        "AWS_SECRET_ACCESS_KEY": "tests-only",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_DEFAULT_REGION"],
-    ).create_bucket(Bucket="sweeps")
-    try:
+    with s3_server() as env:
         yield env
-    finally:
-        server.stop()
 
 
 @pytest.fixture
