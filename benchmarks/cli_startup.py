@@ -1,4 +1,5 @@
-"""How long the command lines take to answer ``--help``: their start-up cost, before any work.
+"""How long the command lines take to answer ``--help`` and to reject a typo (an unknown sweep or suite,
+``--seeds 0``: one line, exit 2): their start-up cost, before any work.
 
 Runs each command in a fresh interpreter (``subprocess``) ``--repeat`` times and prints the best and the
 median wall time, with ``python -c "import torch"`` for comparison (what a command pays that imports
@@ -21,8 +22,13 @@ COMMANDS = {
     "python -m sweep.run --help": ["-m", "sweep.run", "--help"],
     "python -m sweep.aggregate --help": ["-m", "sweep.aggregate", "--help"],
     "python -m sweep.evaluate --help": ["-m", "sweep.evaluate", "--help"],
+    "python -m sweep.run nosuch": ["-m", "sweep.run", "nosuch"],
+    "python -m sweep.run lenet --seeds 0": ["-m", "sweep.run", "lenet", "--seeds", "0"],
+    "python -m sweep.evaluate lenet --suite nosuch": ["-m", "sweep.evaluate", "lenet", "--suite", "nosuch"],
+    "python -m sweep.aggregate --suite nosuch": ["-m", "sweep.aggregate", "--suite", "nosuch"],
     'python -c "import torch"': ["-c", "import torch"],
 }
+REJECTED = 2  # the exit status of a command line that rejects its arguments
 
 
 def wall_times(args: list[str], repeat: int) -> list[float]:
@@ -30,7 +36,9 @@ def wall_times(args: list[str], repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run([sys.executable, *args], cwd=PROJECT, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, *args], cwd=PROJECT, capture_output=True)
+        if done.returncode not in (0, REJECTED):
+            raise SystemExit(f"python {' '.join(args)} exited with {done.returncode}: {done.stderr.decode()[-500:]}")
         times.append(time.perf_counter() - start)
     return times
 

@@ -3,15 +3,32 @@
 >>> model = build_model(ModelSpec(arch="wrn", depth=28, width=10, pushpull=True, num_classes=100))
 >>> ModelSpec(arch="lenet", variant="A", pushpull=True).name
 'PA'
+
+The specs and the naming rule import without torch; the networks load torch on their first use, so that
+a catalog of specs (and a command line that checks one) answers at once.
 """
 
 from __future__ import annotations
 
-from models.builder import build_model
-from models.lenet import LENET_VARIANTS, LeNet5, LeNetVariant
-from models.pushpull import PushPull2d, pull_kernel_size
-from models.spec import DEFAULT_ALPHA, DEFAULT_H, ModelSpec, plain_name, pushpull_name
-from models.wrn import WideResNet
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from models.spec import DEFAULT_ALPHA, DEFAULT_H, LENET_VARIANTS, LeNetVariant, ModelSpec, plain_name, pushpull_name
+
+if TYPE_CHECKING:
+    from models.builder import build_model
+    from models.lenet import LeNet5
+    from models.pushpull import PushPull2d, pull_kernel_size
+    from models.wrn import WideResNet
+
+# The torch-backed names: each from its module, imported when first asked for (PEP 562).
+_TORCH_NAMES = {
+    "build_model": "models.builder",
+    "LeNet5": "models.lenet",
+    "PushPull2d": "models.pushpull",
+    "pull_kernel_size": "models.pushpull",
+    "WideResNet": "models.wrn",
+}
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -27,3 +44,9 @@ __all__ = [
     "pull_kernel_size",
     "pushpull_name",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        return getattr(importlib.import_module(_TORCH_NAMES[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

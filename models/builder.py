@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.lenet import LENET_VARIANTS, LeNet5
-from models.spec import ModelSpec
+from models.lenet import LeNet5
+from models.spec import LENET_VARIANTS, ModelSpec
 from models.wrn import WideResNet
 
 __all__ = ["build_model"]

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from models.pushpull import PushPull2d
+from models.spec import LeNetVariant
 
-__all__ = ["LENET_VARIANTS", "LeNet5", "LeNetVariant"]
-
-
-@dataclass(frozen=True)
-class LeNetVariant:
-    """Layer sizes of one LeNet-5 configuration: channels of conv1 and conv2, hidden fc widths."""
-
-    conv1: int
-    conv2: int
-    fc: tuple[int, int]
-
-
-# Paper Table 1. The push-pull twins PA..PD share these sizes and swap conv1 for a push-pull layer.
-LENET_VARIANTS: dict[str, LeNetVariant] = {
-    "A": LeNetVariant(conv1=6, conv2=16, fc=(128, 64)),
-    "B": LeNetVariant(conv1=6, conv2=8, fc=(64, 32)),
-    "C": LeNetVariant(conv1=4, conv2=16, fc=(128, 64)),
-    "D": LeNetVariant(conv1=4, conv2=8, fc=(64, 32)),
-}
+__all__ = ["LeNet5"]
 
 
 class LeNet5(nn.Module):

@@ -5,9 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from models.lenet import LENET_VARIANTS
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_H", "LENET_VARIANTS", "LeNetVariant", "ModelSpec", "plain_name", "pushpull_name"]
 
-__all__ = ["DEFAULT_ALPHA", "DEFAULT_H", "ModelSpec", "plain_name", "pushpull_name"]
+
+@dataclass(frozen=True)
+class LeNetVariant:
+    """Layer sizes of one LeNet-5 configuration: channels of conv1 and conv2, hidden fc widths."""
+
+    conv1: int
+    conv2: int
+    fc: tuple[int, int]
+
+
+# Paper Table 1. The push-pull twins PA..PD share these sizes and swap conv1 for a push-pull layer.
+LENET_VARIANTS: dict[str, LeNetVariant] = {
+    "A": LeNetVariant(conv1=6, conv2=16, fc=(128, 64)),
+    "B": LeNetVariant(conv1=6, conv2=8, fc=(64, 32)),
+    "C": LeNetVariant(conv1=4, conv2=16, fc=(128, 64)),
+    "D": LeNetVariant(conv1=4, conv2=8, fc=(64, 32)),
+}
 
 # The paper's push-pull setting outside the sensitivity study (Sec. 4).
 DEFAULT_H = 2.0

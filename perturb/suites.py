@@ -12,10 +12,10 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import torch
-
-from perturb.noise import change_contrast, gaussian_noise, poisson_noise, shot_noise, speckle_noise
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "NOISES",
@@ -118,6 +118,9 @@ class Noise:
         return noisy.clamp(0, 1) if self.clip else noisy
 
     def _unclipped(self, images: torch.Tensor, level: float, generator: torch.Generator | None) -> torch.Tensor:
+        # torch loads with the first noisy image, not with the suites: a command line checks a suite's name at once.
+        from perturb.noise import change_contrast, gaussian_noise, poisson_noise, shot_noise, speckle_noise
+
         if self.family == "gaussian":
             return gaussian_noise(images, level, generator=generator)
         if self.family == "speckle":
@@ -277,5 +280,7 @@ def perturb_test_set(images: torch.Tensor, dataset: str, perturbation: Perturbat
     is drawn from a CPU generator seeded by :func:`noise_seed`, so it is bit-identical on CPU and GPU and
     for every model, whatever batch size the caller later evaluates with.
     """
+    import torch
+
     generator = torch.Generator(device="cpu").manual_seed(noise_seed(dataset, perturbation))
     return apply_perturbation(images, perturbation, generator=generator)

@@ -201,8 +201,6 @@ def _claim_lines(claims: pd.DataFrame | None) -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     from perturb import PAPER_SUITE, SUITES
     from sweep.catalog import SWEEPS
-    from sweep.runs import RunsUnavailable, read_runs, select_recipes, select_runs
-    from sweep.tables import DuplicateResults, aggregate, has_measurements
 
     unknown = [name for name in args.sweep if name not in SWEEPS]
     if unknown:
@@ -218,6 +216,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
         raise UsageError(f"no MLflow store at {tracking_uri}: run a sweep first, or pass --tracking-uri")
+    # MLflow and pandas load once the arguments are checked: a typo answers at once.
+    from sweep.runs import RunsUnavailable, read_runs, select_recipes, select_runs
+    from sweep.tables import DuplicateResults, aggregate, has_measurements
+
     try:
         runs, sweeps = read_runs(tracking_uri, args.sweep)
         chosen, passed_over = select_runs(runs)
@@ -252,7 +254,9 @@ def _run(args: argparse.Namespace) -> int:
             table = aggregation.paper_tables.get(stem)
             if table is not None and has_measurements(table):
                 print(f"\n{stem}\n{_markdown(table)}")
-    print(f"wrote {len(written)} files to {out}")
+    print(f"wrote {len(written)} files to {out.resolve()}")
+    if args.report:
+        print(f"report: {(out / 'report.md').resolve()}")
     return 0
 
 

@@ -41,19 +41,22 @@ def ray_running_here() -> bool:
 
 
 def reach_ray(address: str) -> None:
-    """For a ``HOST:PORT`` address, check that something answers there: Ray itself would retry for minutes.
-    ``auto``, ``local`` and ``ray://...`` are left to Ray; any other address is not one Ray takes. Then that the
-    cluster takes this driver's auth token, if it wants one (:func:`check_token`)."""
-    if address in ("auto", "local") or "://" in address:
+    """For a ``HOST:PORT`` or ``ray://HOST:PORT`` address, check that something answers there: Ray itself
+    would retry for minutes. ``auto`` and ``local`` are left to Ray; any other address is not one Ray takes.
+    Then, for a GCS address, that the cluster takes this driver's auth token, if it wants one
+    (:func:`check_token`; a Ray Client server at ``ray://`` checks its own)."""
+    if address in ("auto", "local"):
         return
-    host, _, port = address.rpartition(":")
-    if not (host and port.isdigit()):
+    client = address.startswith("ray://")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not (host and port.isdigit()) or ("://" in address and not client):
         raise RayUnavailable(f"{address} is no Ray address: use HOST:PORT, auto or ray://HOST:PORT")
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as error:
         raise RayUnavailable(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
-    check_token(address)
+    if not client:
+        check_token(address)
 
 
 def check_token(gcs: str, found_automatically: bool = False) -> None:

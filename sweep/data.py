@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterable
@@ -169,8 +170,8 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> DatasetT
             except Exception as error:  # noqa: BLE001 - any download failure ends in the same advice
                 _remove(created)
                 raise DataUnavailable(
-                    f"{name} is not in {root} and could not be downloaded ({type(error).__name__}): put {where}, "
-                    f"or pass --data-root DIR"
+                    f"{name} is not in {root} and could not be downloaded ({_download_failure(error)}): "
+                    f"put {where}, or pass --data-root DIR"
                 ) from None
         train_images, train_labels = _as_tensors(train)
         test_images, test_labels = _as_tensors(test)
@@ -183,13 +184,26 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> DatasetT
     return DatasetTensors(train_images, train_labels, test_images, test_labels)
 
 
+def _download_failure(error: Exception) -> str:
+    """Why a download failed, in a few words: torchvision's error lists each mirror it tried, with the
+    reason after ``<urlopen error [Errno N] ...>`` (the last mirror's reason is kept)."""
+    reasons = re.findall(r"<urlopen error (?:\[Errno [^\]]*\] )?([^>]*)>", str(error))
+    return reasons[-1] if reasons else first_line(error, 80)
+
+
 def load_datasets(
     names: Iterable[str], data_root: str | None, download: bool = True
 ) -> dict[str, DatasetTensors | None]:
     """Each of ``names`` once, in the order given, by :func:`load_dataset` from :func:`resolve_data_root`
-    (``data_root``). Raises DataUnavailable (one line) for the first that cannot be had."""
+    (``data_root``). A data root that was given (the option or ``$SWEEP_DATA_ROOT``) and does not exist is
+    a typo, not a place to download into: only the default root is created. Raises DataUnavailable (one
+    line) for the first that cannot be had."""
+    names = list(dict.fromkeys(names))
     root = resolve_data_root(data_root)
-    return {name: load_dataset(name, root, download=download) for name in dict.fromkeys(names)}
+    if Path(root).expanduser() != DEFAULT_DATA_ROOT and names and not Path(root).expanduser().is_dir():
+        where = _WHAT_TO_PUT_WHERE[names[0]].format(root=root)
+        raise DataUnavailable(f"the data root {root} does not exist: put {where}, or pass --data-root DIR")
+    return {name: load_dataset(name, root, download=download) for name in names}
 
 
 def resolve_data_root(explicit: str | None) -> str | Path:

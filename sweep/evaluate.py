@@ -109,16 +109,17 @@ def _run(args: argparse.Namespace) -> int:
         )
     from perturb import SUITES
     from sweep.catalog import SWEEPS
+
+    if args.sweep not in SWEEPS:  # before torch, Ray and MLflow load: a typo answers at once
+        raise UsageError(f"unknown sweep {args.sweep!r}: expected one of {', '.join(SWEEPS)}")
+    if args.suite not in SUITES:
+        raise UsageError(f"unknown suite {args.suite!r}: expected one of {', '.join(SUITES)}")
     from sweep.cluster import RayUnavailable, ray_address
     from sweep.data import DataUnavailable, load_datasets
     from sweep.devices import DeviceUnusable, device_for
     from sweep.scoring import plan_jobs, score_jobs, score_on_cluster
     from sweep.tracking import log_suite_scores
 
-    if args.sweep not in SWEEPS:
-        raise UsageError(f"unknown sweep {args.sweep!r}: expected one of {', '.join(SWEEPS)}")
-    if args.suite not in SUITES:
-        raise UsageError(f"unknown suite {args.suite!r}: expected one of {', '.join(SUITES)}")
     storage, tracking_uri, client, chosen = _read_sweep(args)
     try:
         jobs, skipped, complete = plan_jobs(storage, args.sweep, args.suite, chosen)

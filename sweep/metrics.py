@@ -11,7 +11,8 @@ use :func:`parse_noise_metric`.
 The same scores again as curves, for MLflow's chart view (which plots a metric against its step): one metric
 per noise, ``curve/<noise>`` (``curve/<suite>/<noise>`` for another suite), with step = the index of the
 level in increasing order and the levels themselves in the param ``curve_levels/<noise>``
-(``0.0,0.001,0.01,...``). See :func:`noise_curves`.
+(``0.0,0.001,0.01,...``) and, at the same steps, in the metric ``level/<noise>`` (``level/<suite>/<noise>``),
+which a line chart can take as its x axis (X-axis: Metric). See :func:`noise_curves`.
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ def parse_noise_metric(name: str, suite: str = PAPER_SUITE) -> tuple[str, float]
 @dataclass(frozen=True)
 class NoiseCurve:
     """The accuracies under one noise, in increasing level order: ``metric`` takes ``accuracies[i]`` at
-    step ``i``; ``levels_param`` holds ``levels`` as text."""
+    step ``i`` and ``level_metric`` takes ``levels[i]``; ``levels_param`` holds ``levels`` as text."""
 
     metric: str
     levels_param: str
     levels: tuple[float, ...]
     accuracies: tuple[float, ...]
+    level_metric: str
 
     @property
     def levels_text(self) -> str:
@@ -100,6 +102,7 @@ def noise_curves(scores: dict[str, float], suite: str = PAPER_SUITE) -> list[Noi
                 f"{_prefixed('curve_levels', suite)}/{noise}",
                 levels,
                 tuple(points[level] for level in levels),
+                f"{_prefixed('level', suite)}/{noise}",
             )
         )
     return curves

@@ -1,30 +1,32 @@
 """``report.md`` and PNG figures named after the paper's (``figure4_gaussian.png``...), from what the
 aggregator computed (:class:`sweep.tables.Aggregation`): nothing here recomputes a statistic.
 
-Each figure has two panels: accuracy per model and noise level (light bars plain, dark bars push-pull,
-error bars our 95 % prediction interval for one new run, the paper's values, single runs, as ticks), and
-the push-pull effect (push-pull minus plain, paired by seed, with its 95 % interval; the paper's difference
-of the same ticks) on an axis where one point shows. A bar is a model *arm*, (model, h, alpha): a paper
-figure shows the arms its table prints (Figures 6-9: the paper's default h=2, alpha=1 only), a suite's
-figure every plain model and the default push-pull, and a second figure for every other (h, alpha) measured.
+Each figure has two panels over the noise levels, the least severe first. Above, accuracy (%) per model
+*arm*, (model, h, alpha): our mean over seeds as a point (a plain model hollow, its push-pull twin filled,
+in one colour, side by side) with our 95 % prediction interval for one new run, and the paper's values,
+single runs, as hollow black diamonds (grey squares, hexagons: other readings of its cells); points, not
+bars, so that the axis need not start at 0. Below, push-pull minus plain (points), paired by seed, with its
+95 % interval, and the paper's difference of the same values, on a range fitted to the estimates and the
+paper's differences: an interval that goes on past it ends in a triangle at the edge. A paper figure shows
+the arms its table prints (Figures 6-9: the paper's default h=2, alpha=1 only), a suite's figure every
+plain model and the default push-pull, and a second figure for every other (h, alpha) measured.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: files only, no display, no global state
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")  # files only, no display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from models import DEFAULT_ALPHA, DEFAULT_H, plain_name  # noqa: E402
-from perturb import PAPER_SUITE, SUITES, Noise, suite_settings  # noqa: E402
-from sweep.paper import PAPER_TABLES, READINGS, PaperTable  # noqa: E402
-from sweep.tables import (  # noqa: E402
+from models import DEFAULT_ALPHA, DEFAULT_H, plain_name
+from perturb import PAPER_SUITE, SUITES, Noise, suite_settings
+from sweep.paper import PAPER_TABLES, READINGS, PaperTable
+from sweep.tables import (
     FIT_SPREADS,
     MODEL,
     NOISE_ORDER,
@@ -38,11 +40,24 @@ from sweep.tables import (  # noqa: E402
 __all__ = ["write_report"]
 
 _PALETTE = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")]
-_PAPER_MARKERS = {"header": ("_", "black", 140), "text": ("x", "dimgray", 40), "swapped": ("+", "dimgray", 60)}
+# The paper's values per reading (sweep.paper.READINGS): a hollow marker and its ink, unlike any of ours.
+_PAPER_MARKERS = {"header": ("D", "black"), "text": ("s", "dimgray"), "swapped": ("h", "dimgray")}
+BEYOND = "beyond the axis"  # the gid of the triangles at an edge where an interval goes on past the axis
 DPI = 150
 
-# What one bar of a figure is: (model, h, alpha), h and alpha None for a plain model. A model's name alone
-# does not tell its bars apart: the sensitivity sweep trains WRN-16-10-PP for nine (h, alpha).
+# What the level of each noise family is, for the x axis (perturb.NOISE_FAMILIES says it in full).
+_LEVEL_MEANS = {
+    "gaussian": "Gaussian noise: variance",
+    "speckle": "speckle noise: variance",
+    "poisson": "contrast C, then Poisson noise",
+    "poisson-c1clean": "contrast C, then Poisson noise (none at C = 1)",
+    "contrast": "contrast C alone, no noise",
+    "shot": "shot noise: photons at intensity 1 (fewer: noisier)",
+    "contrast-shot": "contrast C, then shot noise of {peak:g} photons",
+}
+
+# What one point of a figure is: (model, h, alpha), h and alpha None for a plain model. A model's name alone
+# does not tell its points apart: the sensitivity sweep trains WRN-16-10-PP for nine (h, alpha).
 Arm = tuple[str, float | None, float | None]
 
 
@@ -60,9 +75,14 @@ def _is_default(arm: Arm) -> bool:
     return arm[1] is None or (arm[1], arm[2]) == (DEFAULT_H, DEFAULT_ALPHA)
 
 
+def _natural(name: str) -> tuple:
+    """A sort key that reads the numbers in a name as numbers: WRN-28-4 before WRN-28-10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def _arm_order(arm: Arm) -> tuple:
-    """Sort arms by their plain model, the plain one first, then by (h, alpha)."""
-    return plain_name(arm[0]), arm[1] is not None, arm[1] or 0.0, arm[2] or 0.0
+    """Sort arms by their plain model, the plain one first (beside its push-pull twins), then by (h, alpha)."""
+    return _natural(plain_name(arm[0])), arm[1] is not None, arm[1] or 0.0, arm[2] or 0.0
 
 
 def _arm_label(arm: Arm, arms: list[Arm]) -> str:
@@ -75,7 +95,7 @@ def _arm_label(arm: Arm, arms: list[Arm]) -> str:
 
 
 def _colours(arms: list[Arm]) -> dict[Arm, str]:
-    """A plain model and its push-pull twin share a colour (the plain bar is drawn light); where one plain
+    """A plain model and its push-pull twin share a colour (the plain point is hollow); where one plain
     model has several push-pull arms, each after the first has a colour of its own."""
     bases = list(dict.fromkeys(plain_name(a[0]) for a in arms))
     colours, twinned, extra = {}, set(), len(bases)
@@ -96,18 +116,35 @@ def _levels(rows: pd.DataFrame) -> list[tuple[str, float]]:
     return sorted(printed | measured, key=_noise_key)
 
 
+def _severity(noise: str, level: float) -> float:
+    """A sort key that puts the least severe level of a noise first: a variance grows with the noise, a peak
+    of photons shrinks with it (shot noise). A contrast C degrades the image both below and above 1: its
+    levels keep their own order, C = 1 between the two sides, as the paper's Figures 5-7 draw them."""
+    if noise != "clean" and Noise.parse(noise).family == "shot":
+        return -level
+    return level
+
+
 def _noise_key(cell: tuple[str, float]) -> tuple:
-    """Sort (noise, level) as the tables do: clean, the paper's noises, then the others by name."""
-    return NOISE_ORDER.get(cell[0], len(NOISE_ORDER)), cell[0], cell[1]
+    """Sort (noise, level) as the tables do: clean, the paper's noises, then the others by name; the levels
+    of each noise from the least severe to the most."""
+    return NOISE_ORDER.get(cell[0], len(NOISE_ORDER)), cell[0], _severity(*cell)
 
 
-def _label(noise: str, level: float) -> str:
-    return "clean" if noise == "clean" else f"{noise}\n{level:g}"
+def _axis(levels: list[tuple[str, float]]) -> tuple[list[str], str]:
+    """The x tick labels of ``levels`` and the x axis label: what the level of the noise is, where the
+    figure has one noise beside clean; else the noise on every tick."""
+    noises = list(dict.fromkeys(n for n, _ in levels if n != "clean"))
+    if len(noises) != 1:
+        return ["clean" if n == "clean" else f"{n}\n{v:g}" for n, v in levels], "noise and level"
+    noise = Noise.parse(noises[0])
+    means = _LEVEL_MEANS[noise.family].format(peak=noise.peak or 0) + (", clipped to [0, 1]" if noise.clip else "")
+    return ["clean" if n == "clean" else f"{v:g}" for n, v in levels], means
 
 
 def _paper_ticks(rows: pd.DataFrame) -> dict[tuple, float]:
     """(reading, arm, measured noise, measured level) -> the paper's accuracy, from ``rows`` (paper cells
-    of one table per plain model, so that a difference of two ticks is a difference the paper prints)."""
+    of one table per plain model, so that a difference of two of them is a difference the paper prints)."""
     ticks: dict[tuple, float] = {}
     for key in zip(rows["reading"], _arms(rows), rows["measured_noise"], rows["measured_level"], rows["accuracy"]):
         ticks.setdefault(key[:4], key[4])
@@ -115,7 +152,7 @@ def _paper_ticks(rows: pd.DataFrame) -> dict[tuple, float]:
 
 
 def _paper_differences(ticks: dict[tuple, float]) -> dict[tuple, float]:
-    """The paper's push-pull minus plain per (reading, push-pull arm, noise, level), from the same ticks
+    """The paper's push-pull minus plain per (reading, push-pull arm, noise, level), from the same values
     the accuracy panel draws."""
     differences = {}
     for (reading, arm, noise, level), value in ticks.items():
@@ -125,100 +162,149 @@ def _paper_differences(ticks: dict[tuple, float]) -> dict[tuple, float]:
     return differences
 
 
+def _finite(values) -> list[float]:
+    """``values`` without their NaNs."""
+    return [v for v in values if not math.isnan(v)]
+
+
+def _limits(points: list[float], ends: list[float], span: float, pad: float) -> tuple[float, float]:
+    """A y range that holds every one of ``points`` (what must show: estimates, the paper's values) and
+    the interval ``ends`` as far as half the points' span (at least ``span``) beyond them, with a margin of
+    5 % (at least ``pad``); in the unit of the values. Two seeds make an interval of t(1) = 12.7 SDs:
+    reaching for its ends would flatten every difference, so an interval that goes on past the range is
+    drawn to the edge, with a triangle there (:func:`_beyond`)."""
+    shown = _finite(points) or [0.0]
+    low, high = min(shown), max(shown)
+    reach = max(high - low, span) / 2
+    low = max(min([low, *_finite(ends)]), low - reach)
+    high = min(max([high, *_finite(ends)]), high + reach)
+    margin = max(pad, 0.05 * (high - low))
+    return low - margin, high + margin
+
+
+def _offsets(count: int) -> list[float]:
+    """The x offsets of ``count`` points side by side at one level (levels are 1 apart)."""
+    step = 0.8 / max(1, count)
+    return [(i - (count - 1) / 2) * step for i in range(count)]
+
+
+def _series(values: dict, arm: Arm, levels: list) -> tuple[list[float], list[float], list[float]]:
+    """(estimates, interval lows, interval highs) of ``arm`` over ``levels``, from ``values`` (arm, noise,
+    level) -> (estimate, low, high); NaN where there is none."""
+    rows = [values.get((arm, *cell), (math.nan,) * 3) for cell in levels]
+    means, lows, highs = ([row[k] for row in rows] for k in range(3))
+    return means, lows, highs
+
+
+def _points(ax, x: list[float], series: tuple, colour: str, plain: bool, label: str) -> None:
+    """Points with their intervals as error bars: a plain model hollow, a push-pull one filled (twins share
+    a colour). No line joins the levels: the points of one level stand side by side, and lines from each
+    to the next level's would cross."""
+    means, lows, highs = series
+    below = [0.0 if math.isnan(m - low) else m - low for m, low in zip(means, lows)]
+    above = [0.0 if math.isnan(high - m) else high - m for m, high in zip(means, highs)]
+    ax.errorbar(
+        x,
+        means,
+        yerr=[below, above],
+        marker="o",
+        ms=5,
+        linestyle="none",
+        color=colour,
+        mfc="white" if plain else colour,
+        capsize=2,
+        elinewidth=0.8,
+        label=label,
+    )
+
+
+def _beyond(ax, x: list[float], lows: list[float], highs: list[float], bottom: float, top: float, ink: str) -> None:
+    """A triangle at the edge of the axis where an interval goes on past it (the axis clips the error bar
+    there), so that the reader sees it does not end at the edge."""
+    for edge, marker, past in (("top", "^", [h > top for h in highs]), ("bottom", "v", [low < bottom for low in lows])):
+        xs = [xi for xi, beyond in zip(x, past) if beyond]
+        if xs:
+            y = top if edge == "top" else bottom
+            ax.plot(xs, [y] * len(xs), linestyle="none", marker=marker, ms=5, color=ink, clip_on=False, gid=BEYOND)
+
+
+def _paper_points(ax, values: dict[str, list[tuple[float, float]]]) -> None:
+    """The paper's values, (x, y) per reading, as hollow markers on top of ours, one legend entry per
+    reading: ``paper``, or ``paper (<reading> reading)`` where another reading is drawn or it is not the
+    header's."""
+    drawn = {reading: points for reading, points in values.items() if _finite(y for _, y in points)}
+    for reading, points in drawn.items():
+        marker, ink = _PAPER_MARKERS[reading]
+        label = "paper" if list(drawn) == ["header"] else f"paper ({reading} reading)"
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, linestyle="none", marker=marker, ms=6, mfc="none", mec=ink, mew=1.2, zorder=4, label=label)
+
+
+def _paper_at(values: dict[tuple, float], arms: list[Arm], levels: list) -> dict[str, list[tuple[float, float]]]:
+    """(x, the paper's value) per reading for each of ``arms`` (at its offset) and level, from ``values``
+    keyed (reading, arm, noise, level)."""
+    offsets = _offsets(len(arms))
+    return {
+        reading: [
+            (j + offsets[i], values.get((reading, arm, *cell), math.nan))
+            for i, arm in enumerate(arms)
+            for j, cell in enumerate(levels)
+        ]
+        for reading in _PAPER_MARKERS
+    }
+
+
 def _accuracy_panel(ax, ticks: dict, cells: pd.DataFrame, levels: list, arms: list[Arm]) -> None:
-    """Grouped bars: one group per (noise, level), one bar per arm with our 95 % prediction interval for
-    one run, the paper's values (single runs) as ticks."""
-    width, colours = 0.8 / len(arms), _colours(arms)
+    """Accuracy (%) per arm and level: ours as points, the mean over seeds with its 95 % prediction interval
+    for one run, the paper's values (single runs) as hollow markers at the same x. Points, not bars: a bar's
+    length says its value only on an axis from 0, where differences of a point would not show."""
+    colours, offsets = _colours(arms), _offsets(len(arms))
     half = prediction_half_width(cells["std"], cells["seeds"])
-    ours = {
-        (arm, noise, level): (mean, h)
+    ours = {  # an accuracy lies in [0, 100]: so does the part of its interval drawn
+        (arm, noise, level): (mean, float(np.clip(mean - h, 0, 100)), float(np.clip(mean + h, 0, 100)))
         for arm, noise, level, mean, h in zip(_arms(cells), cells["noise"], cells["level"], cells["accuracy"], half)
     }
-    readings = [r for r in _PAPER_MARKERS if any(key[0] == r for key in ticks)]
-    lowest = 100.0
+    series = {arm: _series(ours, arm, levels) for arm in arms}
+    paper = _paper_at(ticks, arms, levels)
+    points = [v for means, _, _ in series.values() for v in means] + [y for p in paper.values() for _, y in p]
+    ends = [v for _, lows, highs in series.values() for v in lows + highs]
+    bottom, top = _limits(points, ends, span=5.0, pad=1.0)
+    _paper_points(ax, paper)
     for i, arm in enumerate(arms):
-        x = [j - 0.4 + (i + 0.5) * width for j in range(len(levels))]
-        mean = [ours.get((arm, *cell), (math.nan, math.nan))[0] for cell in levels]
-        error = [ours.get((arm, *cell), (math.nan, math.nan))[1] for cell in levels]
-        ax.bar(
-            x,
-            mean,
-            width,
-            yerr=error,
-            capsize=2,
-            color=colours[arm],
-            alpha=0.4 if arm[1] is None else 1.0,
-            label=_arm_label(arm, arms),
-            error_kw={"lw": 0.8},
-        )
-        for reading in readings:
-            marker, ink, size = _PAPER_MARKERS[reading]
-            paper = [ticks.get((reading, arm, *cell), math.nan) for cell in levels]
-            ax.scatter(x, paper, marker=marker, s=size, color=ink, zorder=3)
-            lowest = min([lowest, *(t for t in paper if not math.isnan(t))])
-        lowest = min([lowest, *(m - (0 if math.isnan(e) else e) for m, e in zip(mean, error) if not math.isnan(m))])
-    for reading in readings:  # one legend entry per reading
-        marker, ink, size = _PAPER_MARKERS[reading]
-        label = f"paper ({reading} reading)" if len(readings) > 1 else "paper"
-        ax.scatter([], [], marker=marker, s=size, color=ink, label=label)
-    ax.set_ylim(max(0.0, math.floor(lowest) - 3), 100)
+        x = [j + offsets[i] for j in range(len(levels))]
+        label = _arm_label(arm, arms) + ("" if _finite(series[arm][0]) else " (no result)")
+        _points(ax, x, series[arm], colours[arm], arm[1] is None, label)
+        _beyond(ax, x, series[arm][1], series[arm][2], bottom, top, colours[arm])
+    ax.set_ylim(bottom, top)
     ax.set_ylabel("test accuracy (%)")
-    ax.grid(axis="y", lw=0.4, alpha=0.5)
 
 
-def _effect_limits(ours: list[float], paper: list[float]) -> tuple[float, float]:
-    """A y range that holds 0 and every interval of ours, at least 1.5 points either side, so that a
-    difference of one point shows; the paper's differences do not widen it (they are clipped to it) unless
-    nothing of ours is drawn."""
-    values = [0.0, *(v for v in ours if not math.isnan(v))]
-    if len(values) == 1:
-        values += [v for v in paper if not math.isnan(v)]
-    low, high = min(values), max(values)
-    pad = max(1.5, 0.15 * (high - low))
-    return low - pad, high + pad
-
-
-def _effect_panel(ax, effect: pd.DataFrame, ticks: dict, levels: list, arms: list[Arm], labels: list[str]) -> None:
-    """Push-pull minus plain per push-pull arm and level: the mean over seeds with its 95 % interval, the
-    paper's difference (of the ticks above) as ticks, a triangle at the edge where it lies beyond the axis."""
+def _effect_panel(ax, effect: pd.DataFrame, ticks: dict, levels: list, arms: list[Arm]) -> None:
+    """Push-pull minus plain (points) per push-pull arm and level: the mean over seeds with its 95 %
+    interval, the paper's difference of the values above as hollow markers, a line at 0."""
     pushpull = [a for a in arms if a[1] is not None]
-    colours = _colours(arms)
-    width = 0.8 / max(1, len(pushpull))
+    colours, offsets = _colours(arms), _offsets(len(pushpull))
     ours = {
         (arm, noise, level): (d, low, high)
         for arm, noise, level, d, low, high in zip(
             _arms(effect), effect["noise"], effect["level"], effect["difference"], effect["ci_low"], effect["ci_high"]
         )
     }
-    paper = _paper_differences(ticks)
-    bottom, top = _effect_limits([v for value in ours.values() for v in value], list(paper.values()))
+    series = {arm: _series(ours, arm, levels) for arm in pushpull}
+    paper = _paper_at(_paper_differences(ticks), pushpull, levels)
+    points = [0.0, *(v for means, _, _ in series.values() for v in means), *(y for p in paper.values() for _, y in p)]
+    ends = [v for _, lows, highs in series.values() for v in lows + highs]
+    bottom, top = _limits(points, ends, span=3.0, pad=0.5)
+    _paper_points(ax, paper)
     for i, arm in enumerate(pushpull):
-        x = [j - 0.4 + (i + 0.5) * width for j in range(len(levels))]
-        mine = [ours.get((arm, *cell), (math.nan,) * 3) for cell in levels]
-        mean = [m for m, _, _ in mine]
-        if not all(math.isnan(m) for m in mean):
-            errors = [
-                [0 if math.isnan(m - low) else m - low for m, low, _ in mine],
-                [0 if math.isnan(high - m) else high - m for m, _, high in mine],
-            ]
-            label = f"{_arm_label(arm, arms)} - {plain_name(arm[0])}"
-            ax.errorbar(x, mean, yerr=errors, fmt="o", ms=4, color=colours[arm], capsize=2, lw=0.9, label=label)
-        for reading, (marker, ink, size) in _PAPER_MARKERS.items():
-            values = [paper.get((reading, arm, *cell), math.nan) for cell in levels]
-            inside = [v if bottom <= v <= top else math.nan for v in values]
-            ax.scatter(x, inside, marker=marker, s=size, color=ink, zorder=3)
-            for edge, arrow, beyond in (
-                (top, "^", [v > top for v in values]),
-                (bottom, "v", [v < bottom for v in values]),
-            ):
-                xs = [xi for xi, b in zip(x, beyond) if b]
-                ax.scatter(
-                    xs, [edge] * len(xs), marker=arrow, s=25, facecolors="none", edgecolors=ink, zorder=3, clip_on=False
-                )
-    if not ours:  # below the tick labels, where the legend of ours would be
+        if _finite(series[arm][0]):
+            x = [j + offsets[i] for j in range(len(levels))]
+            _points(ax, x, series[arm], colours[arm], False, f"{_arm_label(arm, arms)} - {plain_name(arm[0])}")
+            _beyond(ax, x, series[arm][1], series[arm][2], bottom, top, colours[arm])
+    if not ours:
         ax.text(
             0.5,
-            -0.24,
+            0.95,
             "no push-pull model of this figure was measured beside its plain twin: the paper's differences only",
             transform=ax.transAxes,
             ha="center",
@@ -226,24 +312,22 @@ def _effect_panel(ax, effect: pd.DataFrame, ticks: dict, levels: list, arms: lis
             fontsize=9,
             color="dimgray",
         )
+    ax.axhline(0, color="black", lw=0.8, zorder=1)
     ax.set_ylim(bottom, top)
-    ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("push-pull - plain\n(points, 95 % CI)")
-    ax.grid(axis="y", lw=0.4, alpha=0.5)
-    ax.set_xticks(range(len(levels)), labels)
 
 
 def _figure(table: PaperTable, recipe: str, aggregation: Aggregation, path: Path) -> None:
     """One paper figure: the arms (model, h, alpha) its table prints, nothing else (Figures 6-9 print the
-    paper's default push-pull only, whatever else the recipe trained)."""
+    paper's default push-pull only, whatever else the recipe trained), on its data set only (WRN-28-10
+    is trained on CIFAR-100 too)."""
     rows = aggregation.paper[aggregation.paper["source"] == table.source]
     arms = list(dict.fromkeys(_arms(rows)))
     cells = aggregation.cells[(aggregation.cells["recipe"] == recipe)].merge(rows[MODEL].drop_duplicates(), on=MODEL)
-    levels = _levels(rows)
-    effect = aggregation.effect[aggregation.effect["recipe"] == recipe]
-    labels = [_label(n, v) for n, v in levels]
+    effect = aggregation.effect
+    effect = effect[(effect["recipe"] == recipe) & effect["dataset"].isin(set(rows["dataset"]))]
     title = f"{table.figure}: {table.title}"
-    _draw(path, title, recipe, _paper_ticks(rows), cells, effect, levels, arms, labels, f"ticks: paper, {table.source}")
+    _draw(path, title, recipe, _paper_ticks(rows), cells, effect, _levels(rows), arms, table.source)
 
 
 def _one_table_per_model(rows: pd.DataFrame) -> pd.DataFrame:
@@ -261,7 +345,7 @@ def _suite_figure(
     noise: str, recipe: str, dataset: str, arms: list[Arm], aggregation: Aggregation, path: Path, title: str
 ) -> None:
     """One noise of a suite on one data set for ``arms``: clean and every level, the paper's Poisson cells
-    as ticks at the contrast each reading means where the noise's level is a contrast."""
+    at the contrast each reading means where the noise's level is a contrast."""
     mine = (aggregation.cells["recipe"] == recipe) & (aggregation.cells["dataset"] == dataset)
     cells = aggregation.cells[mine & aggregation.cells["noise"].isin(["clean", noise])]
     cells = cells[[arm in arms for arm in _arms(cells)]]
@@ -272,9 +356,30 @@ def _suite_figure(
         rows = _one_table_per_model(poisson_cells_as(noise, printed[[arm in arms for arm in _arms(printed)]]))
     levels = sorted(set(zip(cells["noise"], cells["level"])), key=_noise_key)
     effect = aggregation.effect[(aggregation.effect["recipe"] == recipe) & (aggregation.effect["dataset"] == dataset)]
-    labels = ["clean" if n == "clean" else f"{v:g}" for n, v in levels]  # one noise: its name is in the title
-    source = f"ticks: paper, {', '.join(dict.fromkeys(rows['source']))}" if len(rows) else "no paper cell"
-    _draw(path, title, recipe, _paper_ticks(rows), cells, effect, levels, arms, labels, source)
+    source = ", ".join(dict.fromkeys(rows["source"]))
+    _draw(path, title, recipe, _paper_ticks(rows), cells, effect, levels, arms, source)
+
+
+def _tick(value: float, _position: int | None = None) -> str:
+    """A y tick label: a value that rounds to 0 reads 0, never -0."""
+    return f"{round(value, 6) + 0.0:g}"
+
+
+def _subtitle(title: str, recipe: str, cells: pd.DataFrame, ticks: dict, levels: list, source: str) -> str:
+    """The figure's title, what its points are, and where the paper's values come from (where one shows)."""
+    seeds = ", ".join(map(str, sorted(set(cells["seeds"])))) or "none"
+    lines = [
+        title,
+        f"recipe {recipe}, seeds per cell: {seeds}; points: ours, the mean over seeds; error bars: 95 % prediction "
+        "interval for one run (2+ seeds), below: 95 % CI",
+    ]
+    shown = set(levels)
+    paper = any((noise, level) in shown for _, _, noise, level in ticks)
+    lines.append(
+        (f"hollow markers: the paper's values, {source} (single runs); " if paper else "")
+        + "a triangle at an edge: the interval goes on past the axis"
+    )
+    return "\n".join(lines)
 
 
 def _draw(
@@ -286,32 +391,33 @@ def _draw(
     effect: pd.DataFrame,
     levels: list,
     arms: list[Arm],
-    labels: list[str],
     source: str,
-) -> None:
-    """The two panels over ``levels`` (x tick ``labels``) for ``arms``; ticks: :func:`_paper_ticks` (may be
-    empty), ``source`` says where they come from."""
+) -> Figure:
+    """The two panels over ``levels`` for ``arms``, saved to ``path``; ticks: :func:`_paper_ticks` (may be
+    empty), ``source`` the paper table(s) they come from. Returns the figure, so that a test can read it."""
     shown, chosen = set(levels), set(arms)
     keep = [arm in chosen and cell in shown for arm, cell in zip(_arms(effect), zip(effect["noise"], effect["level"]))]
     effect = effect[pd.Series(keep, index=effect.index, dtype=bool)]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(9, 1.15 * len(levels)), 8), sharex=True, height_ratios=[3, 2])
+    labels, xlabel = _axis(levels)
+    figure = Figure(figsize=(max(9, 1.15 * len(levels)) + 3, 9), layout="constrained")
+    top, bottom = figure.subplots(2, 1, height_ratios=[3, 2])
     _accuracy_panel(top, ticks, cells, levels, arms)
-    _effect_panel(bottom, effect, ticks, levels, arms, labels)
-    seeds = sorted(set(cells["seeds"]))
-    top.set_title(
-        f"{title}\nrecipe {recipe}, seeds per cell: {', '.join(map(str, seeds)) or 'none'}; bars: ours, error bars: "
-        f"95 % prediction interval for one run (2+ seeds)\n{source} (single runs; triangles: beyond the axis)",
-        fontsize=10,
-    )
-    width = fig.get_figwidth()
-    for ax, below in ((top, -0.02), (bottom, -0.22)):
-        labels = ax.get_legend_handles_labels()[1]
-        if labels:  # as many columns as fit the figure's width, for 8 pt labels
-            ncol = max(1, min(len(labels), int(width * 11 // (max(map(len, labels)) + 5))))
-            ax.legend(ncol=ncol, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, below), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    _effect_panel(bottom, effect, ticks, levels, arms)
+    for ax, name in ((top, "accuracy"), (bottom, "difference")):
+        ax.set_label(name)
+        ax.set_xticks(range(len(levels)), labels)
+        ax.set_xticks([j + 0.5 for j in range(len(levels) - 1)], minor=True)  # a line between two levels' points
+        ax.tick_params(axis="x", which="minor", length=0)
+        ax.set_xlim(-0.5, len(levels) - 0.5)
+        ax.set_xlabel(xlabel)
+        ax.yaxis.set_major_formatter(FuncFormatter(_tick))
+        ax.grid(axis="y", lw=0.4, alpha=0.5)
+        ax.grid(axis="x", which="minor", lw=0.6, color="0.8")
+        if ax.get_legend_handles_labels()[1]:  # one column beside the panel: the entries read in their order
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    top.set_title(_subtitle(title, recipe, cells, ticks, levels, source), fontsize=10)
+    figure.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    return figure
 
 
 def _suite_figures(aggregation: Aggregation, out: Path) -> list[Path]:
@@ -360,11 +466,12 @@ def _figures(aggregation: Aggregation, out: Path) -> list[Path]:
 
 
 def _number(value: float, signed: bool = True) -> str:
-    return (
-        ""
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else (f"{value:+.2f}" if signed else f"{value:.2f}")
-    )
+    """A number with two decimals (signed: with its sign), "" for none; one that rounds to 0 reads 0.00 or
+    +0.00, never -0.00 (no point of difference is negative zero)."""
+    if value is None or pd.isna(value):
+        return ""
+    value = round(float(value), 2) + 0.0  # adding 0.0 turns -0.0 into 0.0
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
 # This project's LeNet learning rate, and why it is not the paper's (sweep.specs, the README).
@@ -378,8 +485,8 @@ _LENET_LR_REASON = (
 _TITLE = "# Reproduction report"
 
 
-def _recipe_lines(aggregation: Aggregation) -> list[str]:
-    """The first line (what recipe the numbers come from) and the recipes section."""
+def _opening_lines(aggregation: Aggregation) -> list[str]:
+    """What recipe the numbers come from: the line under the report's title."""
     recipes = aggregation.recipes
     if recipes.empty:
         return ["No trial finished: nothing below is a measurement.", ""]
@@ -392,11 +499,15 @@ def _recipe_lines(aggregation: Aggregation) -> list[str]:
         first += f" Also, {_LENET_LR_REASON}." if lenet else ""
     else:
         first = "These numbers come from the paper's recipe" + (f", except that {_LENET_LR_REASON}." if lenet else ".")
+    return [first, ""]
+
+
+def _recipe_lines(aggregation: Aggregation) -> list[str]:
+    """The recipes section: every recipe of the runs, by its id."""
+    recipes = aggregation.recipes
+    if recipes.empty:
+        return []
     lines = [
-        first,
-        "",
-        _TITLE,
-        "",
         "## Recipes",
         "",
         "| recipe | arch | profile | changes | epochs | lr | trials |",
@@ -415,6 +526,7 @@ def _recipe_lines(aggregation: Aggregation) -> list[str]:
 
 
 def _trials_lines(aggregation: Aggregation) -> list[str]:
+    """How many trials the tables hold, and how many were left out and why (where any was)."""
     listed = aggregation.excluded
     excluded = listed[~listed["run_id"].isin(aggregation.results["run_id"])]  # not those in the tables
     unknown = len(listed) - len(excluded)
@@ -424,17 +536,16 @@ def _trials_lines(aggregation: Aggregation) -> list[str]:
         for d in excluded["dataset"].dropna()
     )
     measured = aggregation.results["trial_key"].nunique()
-    return [
+    text = (
         f"{measured} trials aggregated. {len(excluded)} left out ({diverged} diverged: they did not train; "
         f"{len(excluded) - diverged} failed or unfinished), so {missing} (model, noise, level) cells are missing "
         "from every table: see excluded.parquet for the reasons."
-        + (
-            f" {unknown} more are in the tables, not in the push-pull effect: their params make no recipe."
-            if unknown
-            else ""
-        ),
-        "",
-    ]
+        if len(excluded)
+        else f"{measured} trials aggregated, none left out."
+    )
+    if unknown:
+        text += f" {unknown} more are in the tables, not in the push-pull effect: their params make no recipe."
+    return [text, ""]
 
 
 def _family_summary(noise: str, family: pd.DataFrame) -> str:
@@ -443,7 +554,7 @@ def _family_summary(noise: str, family: pd.DataFrame) -> str:
     estimated = family["difference"].dropna()
     text = f"**{noise}** ({len(family)} cells): "
     text += (
-        f"estimated differences from {estimated.min():+.2f} to {estimated.max():+.2f} points; "
+        f"estimated differences from {_number(estimated.min())} to {_number(estimated.max())} points; "
         if len(estimated)
         else "no paired estimate; "
     )
@@ -465,45 +576,63 @@ def _family_summary(noise: str, family: pd.DataFrame) -> str:
     return text
 
 
+def _paper_columns(effect: pd.DataFrame) -> dict[str, str]:
+    """The paper's difference columns of ``effect`` (a slice of pushpull_effect) that hold a value, by reading:
+    a column the paper prints nothing in (a suite's own noise, another data set's reading) is left out."""
+    return {reading: column for reading, (column, _) in PAPER_EFFECT_COLUMNS.items() if effect[column].notna().any()}
+
+
+def _effect_intro(effect: pd.DataFrame) -> str:
+    """What the effect tables hold; the readings of the paper's cells named only where one has a value."""
+    readings = _paper_columns(effect)
+    paper = (
+        f"The paper's difference stands beside each cell it prints ({'; '.join(f'{r}: {READINGS[r]}' for r in readings)}). "
+        if readings
+        else ""
+    )
+    return (
+        "Difference = push-pull accuracy - plain accuracy on the same seed, in points; mean over seeds with its "
+        "paired 95 % Student t interval (none with one seed), and q, the paired t test's p-value adjusted "
+        "(Benjamini-Hochberg) within the noise family. These are estimates, not verdicts: an SD of the "
+        "differences below an accuracy's resolution is floored at the binomial standard error (`sd_floored`). "
+        f"{paper}All of it is in pushpull_effect.parquet."
+    )
+
+
+def _effect_table(family: pd.DataFrame) -> list[str]:
+    """Every cell of one noise family, levels from the least severe to the most, with the paper's columns
+    that hold a value in it."""
+    readings = _paper_columns(family)
+    headers = ["pair", "level", "difference", "95 % CI", "pairs", "seeds PP / plain (diverged)", "q"]
+    headers += ["paper" if r == "header" else f"paper, {r} reading" for r in readings]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    severity = [_severity(n, v) for n, v in zip(family["noise"], family["level"])]
+    family = family.assign(severity=severity).sort_values(["plain", "model", "h", "alpha", "severity"], kind="stable")
+    for row in family.itertuples(index=False):
+        pair = f"{row.model} - {row.plain}" + (
+            f" (h={row.h:g}, alpha={row.alpha:g})" if (row.h, row.alpha) != (DEFAULT_H, DEFAULT_ALPHA) else ""
+        )
+        interval = "" if math.isnan(row.ci_low) else f"[{_number(row.ci_low)}, {_number(row.ci_high)}]"
+        q = "" if math.isnan(row.q_value) else f"{row.q_value:.2g}"
+        arms = f"{row.seeds_pushpull} / {row.seeds_plain} ({row.diverged_pushpull} / {row.diverged_plain})"
+        cells = [pair, f"{row.level:g}", _number(row.difference), interval, str(row.pairs), arms, q]
+        cells += [_number(getattr(row, column)) for column in readings.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _effect_lines(aggregation: Aggregation) -> list[str]:
     """The push-pull effect per recipe and noise family: a summary of the estimates, then every cell."""
     effect = aggregation.effect
     lines = ["## Push-pull effect, paired by seed", ""]
     if effect.empty:
         return lines + ["No push-pull model was measured beside its plain twin on the same seed.", ""]
-    lines += [
-        "Difference = push-pull accuracy - plain accuracy on the same seed, in points; mean over seeds with its "
-        "paired 95 % Student t interval (none with one seed), and q, the paired t test's p-value adjusted "
-        "(Benjamini-Hochberg) within the noise family. These are estimates, not verdicts: an SD of the "
-        "differences below an accuracy's resolution is floored at the binomial standard error (`sd_floored`). "
-        "The paper's difference stands beside each cell "
-        f"({'; '.join(f'{k}: {v}' for k, v in READINGS.items())}). All of it is in pushpull_effect.parquet.",
-        "",
-    ]
+    lines += [_effect_intro(effect), ""]
     for (recipe, dataset), group in effect.groupby(["recipe", "dataset"], sort=True):
         seeds = sorted(set(group["pairs"]))
         lines += [f"### Recipe {recipe}, {dataset} (paired seeds per cell: {', '.join(map(str, seeds))})", ""]
         for noise, family in sorted(group.groupby("noise"), key=lambda item: _noise_key((item[0], 0))):
-            lines.append(_family_summary(noise, family))
-            lines += [
-                "",
-                "| pair | level | difference | 95 % CI | pairs | seeds PP / plain (diverged) | q | paper | "
-                "paper, text reading | paper, swapped reading |",
-                "|---|---|---|---|---|---|---|---|---|---|",
-            ]
-            for row in family.itertuples(index=False):
-                pair = f"{row.model} - {row.plain}" + (
-                    f" (h={row.h:g}, alpha={row.alpha:g})" if (row.h, row.alpha) != (DEFAULT_H, DEFAULT_ALPHA) else ""
-                )
-                interval = "" if math.isnan(row.ci_low) else f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
-                q = "" if math.isnan(row.q_value) else f"{row.q_value:.2g}"
-                arms = f"{row.seeds_pushpull} / {row.seeds_plain} ({row.diverged_pushpull} / {row.diverged_plain})"
-                lines.append(
-                    f"| {pair} | {row.level:g} | {_number(row.difference)} | {interval} | {row.pairs} | {arms} | {q} | "
-                    f"{_number(row.paper_difference)} | {_number(row.paper_difference_text)} | "
-                    f"{_number(row.paper_difference_swapped)} |"
-                )
-            lines.append("")
+            lines += [_family_summary(noise, family), "", *_effect_table(family), ""]
     return lines
 
 
@@ -605,7 +734,7 @@ def _comparison_lines(aggregation: Aggregation) -> list[str]:
         lines.append(
             f"| {row.recipe} | {row.paper_source} | {_model_label(row.model, row.h, row.alpha)} | {row.noise} | "
             f"{row.level:g} | {row.accuracy:.2f} | {interval} | {row.paper_accuracy:.2f} | {outside} | "
-            f"{row.difference:+.2f} | {row.protocol_note} |"
+            f"{_number(row.difference)} | {row.protocol_note} |"
         )
     return lines + [""]
 
@@ -633,17 +762,19 @@ def _prediction_lines(compared: pd.DataFrame) -> list[str]:
 
 def _variant_lines(aggregation: Aggregation) -> list[str]:
     """Which noise of the suite comes nearest to the paper's contrast + Poisson cells, under each reading,
-    and whether it fits."""
+    and whether it fits; nothing where no noise of the suite has a contrast as its level (the section is
+    about the paper's Poisson cells, which such a suite does not measure)."""
     fit = aggregation.variant_fit
+    noises = set(aggregation.results["noise"]) - {"clean"}
+    if not any(Noise.parse(noise).level_is_contrast for noise in noises):
+        return []
     lines = ["## Nearest to the paper's contrast + Poisson cells", ""]
     if fit.empty:
-        return lines + [
-            "No noise of this suite has a contrast as its level, or no such cell is printed in the paper.",
-            "",
-        ]
+        return lines + ["The paper prints no contrast + Poisson cell of these models.", ""]
+    readings = "; ".join(f"{r}: {READINGS[r]}" for r in dict.fromkeys(fit["reading"]))
     lines += [
         "Root mean square of (ours - paper), in points, over the paper's Poisson cells, each compared with our cell of "
-        f"the noise at the contrast its reading means ({'; '.join(f'{k}: {v}' for k, v in READINGS.items())}). "
+        f"the noise at the contrast its reading means ({readings}). "
         f"A noise fits when its RMSE is within {FIT_SPREADS} x the seed spread (the root mean square of our "
         "cells' SD over seeds). All of it is in variant_fit.parquet.",
         "",
@@ -718,16 +849,19 @@ def write_report(aggregation: Aggregation, out: Path) -> list[Path]:
     """Figures for every paper figure (or, for another suite, every noise) with a measured cell, and
     report.md. Returns the paths written."""
     figures = _figures(aggregation, out)
-    lines = _recipe_lines(aggregation) + _trials_lines(aggregation) + _effect_lines(aggregation)
-    if aggregation.suite == PAPER_SUITE and _TITLE in lines:  # the report opens with the claims, under its title
-        title = lines.index(_TITLE)
-        lines[title + 2 : title + 2] = _claims_lines(aggregation)
-        lines += _comparison_lines(aggregation)
-    else:
-        lines[1:1] = ["", f"Suite **{aggregation.suite}**: {SUITES[aggregation.suite].description}."]
-        lines += _variant_lines(aggregation)
+    paper = aggregation.suite == PAPER_SUITE
+    lines = [_TITLE, "", *_opening_lines(aggregation)]
+    # the paper's report opens with its claims; another suite's with what the suite is
+    lines += (
+        _claims_lines(aggregation)
+        if paper
+        else [f"Suite **{aggregation.suite}**: {SUITES[aggregation.suite].description}.", ""]
+    )
+    lines += _recipe_lines(aggregation) + _trials_lines(aggregation) + _effect_lines(aggregation)
+    lines += _comparison_lines(aggregation) if paper else _variant_lines(aggregation)
     lines += ["## Figures", ""]
-    lines += [f"![{p.stem}]({p.name})" for p in figures] or ["No figure: no measured cell of Figures 4-9."]
+    nothing = "No figure: no measured cell of Figures 4-9." if paper else "No figure: no noisy cell was measured."
+    lines += [f"![{p.stem}]({p.name})" for p in figures] or [nothing]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return figures + [report]

@@ -35,11 +35,14 @@ if TYPE_CHECKING:
 __all__ = ["Plan", "launch", "main", "preflight"]
 
 # MLflow's HTTP client retries a request for minutes by default; the mirror's writer retries on its own
-# (sweep.mirror), so a request may fail fast and report the outage. A user's own settings win.
+# (sweep.mirror), so a request may fail fast and report the outage. With a tracking server MLflow prints
+# "View run ... / View experiment ..." whenever a run ends (twice per trial): the console names the runs
+# view once, at the end. A user's own settings win.
 MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 EXIT_WRITES_WAIT = 3  # every trial ended, but MLflow has not taken everything yet (away, or refused): run --sync later
 
@@ -638,6 +641,9 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
+                # A trial that ends hands its worker process (torch and the data set already loaded) to the next
+                # trial with the same resources: a free slot fills within a second, not after a new process starts.
+                reuse_actors=True,
                 max_concurrent_trials=args.max_concurrent,
                 trial_name_creator=_trial_dirname,
                 trial_dirname_creator=_trial_dirname,

@@ -139,7 +139,8 @@ class Recipe:
         """The fields as MLflow params, less those that are None (their default: no clipping, no cap), so
         that no param reads "None"; :meth:`from_params` reads them back."""
         params = {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
-        params["milestones"] = ",".join(str(m) for m in self.milestones)
+        # No milestones reads "none", not an empty param (which MLflow's UI shows as nothing at all).
+        params["milestones"] = ",".join(str(m) for m in self.milestones) or "none"
         return params
 
     @classmethod
@@ -293,7 +294,7 @@ _KINDS = {
     "float": "a number",
     "bool": "true or false",
     "str": "a word",
-    "tuple[int, ...]": "whole numbers separated by commas (e.g. 5,10)",
+    "tuple[int, ...]": "whole numbers separated by commas (e.g. 5,10) or none",
 }
 
 
@@ -305,8 +306,8 @@ def _kind_of_value(annotation: str) -> str:
 
 def _parse_field(key: str, raw: str, annotation: str) -> Any:
     """One Recipe field from text (``--set`` values and MLflow params alike); ValueError if it does not parse."""
-    if key == "milestones":
-        return tuple(int(m) for m in raw.split(",") if m.strip())
+    if key == "milestones":  # "none" (and "", as runs logged before "none" hold)
+        return () if raw.strip().lower() == "none" else tuple(int(m) for m in raw.split(",") if m.strip())
     if annotation == "bool":
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"{key}: not a bool: {raw!r}")

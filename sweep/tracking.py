@@ -20,6 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +32,7 @@ from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
 from mlflow.exceptions import MlflowException
 from mlflow.utils.credentials import read_mlflow_creds
 
+from models import LENET_VARIANTS, plain_name
 from perturb import PAPER_SUITE
 from sweep.cli import first_line
 from sweep.devices import DEVICE_ERROR
@@ -50,6 +52,7 @@ __all__ = [
     "log_suite_scores",
     "open_client",
     "reconcile_results",
+    "run_color",
     "trial_status",
 ]
 
@@ -59,6 +62,15 @@ FILE_SCHEMES = ("", "file")  # MLflow 3 refuses these stores unless MLFLOW_ALLOW
 DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # SQLAlchemy opens them, through a driver of its own
 RESULTS_ARTIFACT = "results.json"
 SUITE_ARTIFACT = "suites/{suite}.json"  # the scores of a suite other than the paper's (sweep.evaluate)
+# Tags MLflow's UI reads. The experiment's kind: "Machine learning", not "GenAI apps & agents" (MLflow 3 UIs
+# without the sidebar's GenAI / Model training switch read it; 3.17's decides by that switch alone).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# A run's colour in the runs list and the charts, where MLflow would pick one by run id (two runs often
+# share it): plain models in oranges (as MLflow draws the group pushpull=False), push-pull models in blues,
+# a model and its twin in the same shade.
+RUN_COLOR_TAG = "mlflow.runColor"
+PLAIN_COLORS = ("#a33b00", "#d9541a", "#f08a3c", "#f7b877")
+PUSHPULL_COLORS = ("#1f4e9c", "#2f6fd0", "#5b95e6", "#93bdf2")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -81,6 +93,15 @@ def _project_tags() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass  # not a git checkout (an installed wheel): the version tag has to do
     return tags
+
+
+def run_color(spec: TrialSpec) -> str:
+    """The colour of ``spec``'s run (tag :data:`RUN_COLOR_TAG`): its hue says plain or push-pull, its shade
+    which model (LeNet A..D each their own; a WRN by a hash of its plain name)."""
+    palette = PUSHPULL_COLORS if spec.model.pushpull else PLAIN_COLORS
+    plain = plain_name(spec.model.name)
+    shade = list(LENET_VARIANTS).index(plain) if plain in LENET_VARIANTS else zlib.crc32(plain.encode())
+    return palette[shade % len(palette)]
 
 
 def _check_server(uri: str) -> None:
@@ -314,12 +335,17 @@ def reconcile_results(results: Any, writer: Any) -> list[TrialOutcome]:
 
 def _log_curves(client: MlflowClient, run: Any, scores: dict[str, float], suite: str = PAPER_SUITE) -> None:
     """Log the noise curves of ``scores`` (see sweep.metrics) that ``run`` lacks: each curve's points in
-    one batch with its levels param, so that a curve is in a run whole or not at all."""
+    one batch with its levels (metric and param), so that a curve is in a run whole or not at all. The
+    levels metric alone is added to a curve logged before it existed."""
     for curve in noise_curves(scores, suite):
-        if curve.metric in run.data.metrics:
-            continue
         now = int(time.time() * 1000)
-        points = [Metric(curve.metric, accuracy, now, step) for step, accuracy in enumerate(curve.accuracies)]
+        points = []
+        if curve.metric not in run.data.metrics:
+            points += [Metric(curve.metric, accuracy, now, step) for step, accuracy in enumerate(curve.accuracies)]
+        if curve.level_metric not in run.data.metrics:
+            points += [Metric(curve.level_metric, level, now, step) for step, level in enumerate(curve.levels)]
+        if not points:
+            continue
         held = run.data.params.get(curve.levels_param)
         params = [] if held == curve.levels_text else [Param(curve.levels_param, curve.levels_text)]
         client.log_batch(run.info.run_id, metrics=points, params=params)
@@ -383,7 +409,9 @@ class Tracker:
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return self.client.create_experiment(self.sweep, artifact_location=artifact_root)
+            return self.client.create_experiment(
+                self.sweep, artifact_location=artifact_root, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         except MlflowException:
             experiment = self.client.get_experiment_by_name(self.sweep)  # created meanwhile by another driver
             if experiment is None:
@@ -423,6 +451,7 @@ class Tracker:
             "trial_key": spec.key,
             "model": spec.model.name,
             "launch": self.launch,
+            RUN_COLOR_TAG: run_color(spec),
             **self.tags,
         }
         earlier = self._runs_of(spec.key)

@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,21 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # The tests choose their stores, data and cluster themselves: a user's defaults must not leak in.
 for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "SWEEP_STORAGE", "SWEEP_DATA_ROOT", "RAY_ADDRESS"):
     os.environ.pop(variable, None)
+
+
+@pytest.fixture(autouse=True)
+def leaves_no_trace():
+    """What a command's ``main()`` run in this process sets for itself (MLflow's client settings, Tune's
+    reporter, the libraries' log levels) is undone after each test: the next one starts as if alone."""
+    from sweep.console import QUIETED_LOGGERS
+
+    environment = dict(os.environ)
+    levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
+    yield
+    os.environ.clear()
+    os.environ.update(environment)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,17 @@ def test_results_table_has_the_schema_and_one_row_per_run_noise_and_level(store,
     assert f"duplicate {LENET[0].key}: kept run" in out
     assert f"FAILED    {FAILED.key} (left out)" in out
     assert f"DIVERGED  {DIVERGED.key} (left out)" in out
+    assert out.splitlines()[-1] == f"wrote {len(list(tmp_path.iterdir()))} files to {tmp_path}"
+
+
+def test_a_relative_out_is_printed_as_the_absolute_folder_with_the_report_named(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--tracking-uri", store, "--out", "results", "--report"]) == 0
+    written = len(list((tmp_path / "results").iterdir()))
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"wrote {written} files to {tmp_path}/results",
+        f"report: {tmp_path}/results/report.md",
+    ]
 
 
 def test_a_duplicate_trial_key_counts_once_with_its_latest_finished_run(store, tmp_path):
@@ -295,7 +306,7 @@ def test_report_has_figures_named_after_the_papers_and_the_effect_per_noise_fami
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and round(image.info["dpi"][0]) >= 150
     report = (tmp_path / "report.md").read_text()
-    assert report.startswith("These numbers come from the paper's recipe")
+    assert report.startswith("# Reproduction report\n\nThese numbers come from the paper's recipe")
     # LeNet, 2 seeds: push-pull is 2 points above its twin on every noisy cell of each seed and 1 below on
     # clean images. Identical differences: the SD is floored at the binomial standard error of 10000 test
     # images, so even the smallest p-value of the Gaussian family is above 0.05, and no q (>= its p) is below.
@@ -432,12 +443,10 @@ def test_the_recipe_option_picks_one_recipe(two_recipes, tmp_path, capsys):
     assert aggregate(two_recipes, tmp_path, "--recipe", smoke, "--report") == 0
     assert set(pd.read_parquet(tmp_path / "results.parquet")["recipe"]) == {smoke}
     assert set(pd.read_parquet(tmp_path / "supp_table2.parquet")["recipe"]) == {smoke}
-    assert (
-        (tmp_path / "report.md")
-        .read_text()
-        .splitlines()[0]
-        .startswith("**Smoke profile: these numbers are not the paper's recipe**")
-    )
+    # the report's heading first, the smoke banner right under it
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    assert lines[:2] == ["# Reproduction report", ""]
+    assert lines[2].startswith("**Smoke profile: these numbers are not the paper's recipe**")
     capsys.readouterr()
     assert aggregate(two_recipes, tmp_path / "none", "--recipe", "feedbeef") == 2
     err = capsys.readouterr().err.strip()

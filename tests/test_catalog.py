@@ -66,6 +66,13 @@ def test_trial_keys_are_stable_across_processes_and_change_with_any_field():
     assert changed.key != spec.key and changed.recipe.lr == 0.05
 
 
+def test_milestones_none_is_a_constant_rate_and_is_logged_as_none():
+    assert parse_override("lenet.milestones=none") == ("lenet", "milestones", ())
+    assert parse_override("milestones=None") == (None, "milestones", ())
+    (spec,) = build_sweep("lenet", overrides=[parse_override("milestones=none")])[:1]
+    assert spec.recipe.milestones == () and spec.params()["milestones"] == "none"
+
+
 def test_overrides_can_be_scoped_to_an_architecture():
     overrides = [parse_override("lenet.lr=0.05"), parse_override("wrn.epochs=3"), parse_override("milestones=2,4")]
     for spec in build_sweep("paper_full", overrides=overrides):
@@ -127,8 +134,9 @@ def test_a_recipe_id_is_stable_across_processes_and_names_every_field():
 def test_a_recipe_reads_back_from_the_mlflow_params_it_logged():
     recipe = dataclasses.replace(default_recipe("lenet", "smoke"), grad_clip=1.0, milestones=(), warmup_epochs=0.5)
     params = {name: str(value) for name, value in recipe.params().items()}  # MLflow stores params as text
-    assert params["milestones"] == "" and params["max_test_images"] == "500"
+    assert params["milestones"] == "none" and params["max_test_images"] == "500"
     assert Recipe.from_params(params) == recipe
+    assert Recipe.from_params({**params, "milestones": ""}) == recipe  # as runs logged before "none" hold it
     assert (
         Recipe.from_params({k: v for k, v in params.items() if k != "eval_batch_size"}).eval_batch_size == 1000
     )  # a field added later

@@ -12,6 +12,7 @@ import torch
 
 from models import build_model
 from perturb import Perturbation, perturb_test_set, suite_settings
+from sweep import report as report_module
 from sweep.aggregate import main as aggregate_main
 from sweep.data import MEAN_STD, load_dataset
 from sweep.evaluate import main
@@ -22,6 +23,7 @@ from sweep.specs import TrialSpec
 from sweep.storage import SweepStorage
 from sweep.training import Normalizer, capped_test_set, evaluate
 from tests.stores import copy_store
+from tests.test_report import BOTH_READINGS, LENET_PAIRS, LENETS, MNIST_CONTRASTS, POISSON, assert_looks_right
 
 SUITE = "poisson-variants"
 VARIANTS = suite_settings(SUITE, "mnist")
@@ -100,9 +102,11 @@ def test_evaluate_adds_the_suite_to_the_same_runs_and_a_second_call_changes_noth
         assert len(history) == 1
 
 
-def test_the_suite_aggregates_to_its_own_tables_figures_and_variant_fit(scored_sweep, tmp_path):
+def test_the_suite_aggregates_to_its_own_tables_figures_and_variant_fit(scored_sweep, tmp_path, monkeypatch):
     storage, _ = scored_sweep
     out = tmp_path / "tables"
+    figures, draw = {}, report_module._draw
+    monkeypatch.setattr(report_module, "_draw", lambda path, *args: figures.setdefault(path.name, draw(path, *args)))
     assert aggregate_main(["--storage", str(storage), "--suite", SUITE, "--out", str(out), "--report"]) == 0
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 8 * (1 + len(VARIANTS))  # clean once, every setting of the suite (C = 1 included)
@@ -128,6 +132,11 @@ def test_the_suite_aggregates_to_its_own_tables_figures_and_variant_fit(scored_s
     assert (
         f"Nearest under the text reading: **{best['noise']}** (RMSE {best['rmse']:.2f} points over 40 cells)." in report
     )
+    # the heading, the smoke banner, what the suite is; the paper's Poisson cells under both of their readings
+    assert report.startswith("# Reproduction report\n\n**Smoke profile: these numbers are not the paper's recipe**")
+    assert "\n\nSuite **poisson-variants**: readings of the paper's contrast + Poisson protocol" in report
+    accuracy, difference = [*BOTH_READINGS, *LENETS], [*BOTH_READINGS, *LENET_PAIRS]
+    assert_looks_right(figures[f"{SUITE}_poisson.png"], MNIST_CONTRASTS, POISSON, accuracy, difference)
 
 
 def test_skipped_trials_are_named_and_ray_tasks_score_the_others(sweep, ray_cluster, capsys):

@@ -7,6 +7,8 @@ import re
 
 import mlflow
 
+from models import plain_name
+
 # The paper suite's levels on MNIST, as MLflow metric names: acc/<noise>/<level as Python prints a float>.
 MNIST_LEVELS = ["0.0", "0.001", "0.01", "0.1", "0.2", "0.3", "0.4", "0.5"]
 POISSON_LEVELS = ["0.2", "0.3", "0.4", "0.5", "1.0", "1.5", "2.0", "2.5"]
@@ -15,6 +17,7 @@ FINISHED_RUN_METRICS = sorted(
     + [f"acc/speckle/{v}" for v in MNIST_LEVELS]
     + [f"acc/poisson/{v}" for v in POISSON_LEVELS]
     + ["curve/gaussian", "curve/poisson", "curve/speckle"]
+    + ["level/gaussian", "level/poisson", "level/speckle"]
     + ["epoch", "epoch_seconds", "images_per_second", "lr", "test_acc", "train_acc", "train_loss"]
 )
 PLAIN_PARAMS = sorted(
@@ -51,6 +54,7 @@ TAGS = [
     "git_commit",
     "health",
     "launch",
+    "mlflow.runColor",
     "mlflow.runName",
     "model",
     "project_version",
@@ -58,13 +62,28 @@ TAGS = [
     "sweep",
     "trial_key",
 ]
+# What MLflow's UI reads: a run's colour (plain models orange, push-pull ones blue, twins in one shade) and
+# the experiment's kind (Machine learning, not GenAI).
+RUN_COLORS = {
+    "A": "#a33b00",
+    "B": "#d9541a",
+    "C": "#f08a3c",
+    "D": "#f7b877",
+    "PA": "#1f4e9c",
+    "PB": "#2f6fd0",
+    "PC": "#5b95e6",
+    "PD": "#93bdf2",
+}
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 TRIAL_KEY = re.compile(r"mnist-P?[A-D]-s0-[0-9a-f]{10}")
 RECORD_KEYS = ["artifact_root", "gpu_capability", "gpus", "launch", "sweep", "tracking_uri", "trial_keys"]
 
 
 def finished_runs(storage) -> list:
     client = mlflow.MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("lenet").experiment_id])
+    experiment = client.get_experiment_by_name("lenet")
+    assert experiment.tags == EXPERIMENT_TAGS
+    runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 8 and {run.info.status for run in runs} == {"FINISHED"}
     return runs
 
@@ -78,6 +97,8 @@ def test_a_sweeps_runs_have_these_metric_param_and_tag_names(piped_smoke_sweep):
         assert sorted(run.data.tags) == TAGS
         assert run.data.params["curve_levels/gaussian"] == ",".join(MNIST_LEVELS)
         assert run.data.params["curve_levels/poisson"] == ",".join(POISSON_LEVELS)
+        assert run.data.metrics["level/gaussian"] == 0.5 and run.data.metrics["level/poisson"] == 2.5  # the last
+        assert run.data.tags["mlflow.runColor"] == RUN_COLORS[run.data.params["model"]]
         assert TRIAL_KEY.fullmatch(run.data.tags["trial_key"]), run.data.tags["trial_key"]
         assert run.data.tags["sweep"] == "lenet" and run.data.params["dataset"] == "mnist"
 
@@ -102,3 +123,19 @@ def test_a_sweeps_storage_holds_its_record_trials_checkpoints_and_artifacts_at_t
         assert sorted(results) == ["clean_accuracy", "rows", "trial_key"]
         assert len(results["rows"]) == 24 and sorted(results["rows"][0]) == ["accuracy", "level", "noise"]
     assert not (storage / "lenet.lease.json").exists()  # the driver ended and let its lease go
+
+
+def test_every_paper_run_is_orange_when_plain_and_blue_with_push_pull_in_its_twins_shade():
+    from sweep.catalog import build_sweep
+    from sweep.tracking import run_color
+
+    plain, pushpull = ["#a33b00", "#d9541a", "#f08a3c", "#f7b877"], ["#1f4e9c", "#2f6fd0", "#5b95e6", "#93bdf2"]
+    specs = build_sweep("paper_full")
+    twins = {spec.model.name: spec for spec in specs if not spec.model.pushpull}
+    for spec in specs:
+        color = run_color(spec)
+        assert color in (pushpull if spec.model.pushpull else plain), (spec.model.name, color)
+        if spec.model.pushpull and plain_name(spec.model.name) in twins:
+            shade = plain.index(run_color(twins[plain_name(spec.model.name)]))
+            assert pushpull.index(color) == shade, spec.model.name
+    assert {run_color(spec) for spec in build_sweep("lenet")} == set(RUN_COLORS.values())

@@ -11,6 +11,8 @@ torch, ray, ...) are no edges.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,27 @@ def test_a_lower_layer_importing_a_higher_one_is_a_crossing(tmp_path):
     assert find_cycle(graph) == ["models.net", "sweep.run", "models.net"]
     assert layer_crossings(graph, "models") == ["models.net imports sweep.run (line 2)"]
     assert layer_crossings(graph, "perturb") == []  # perturb -> models is allowed
+
+
+def test_the_catalog_suites_and_command_lines_import_without_torch():
+    """A typo on a command line (an unknown sweep or suite, --seeds 0) is answered before torch loads: the
+    modules that check them import no torch; the networks and noise ops load it when first asked for."""
+    code = (
+        "import sys\n"
+        "import models, perturb, sweep.aggregate, sweep.catalog, sweep.evaluate, sweep.run\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "from models import LeNet5, PushPull2d, WideResNet, build_model, pull_kernel_size\n"
+        "from perturb import change_contrast, gaussian_noise, poisson_noise, shot_noise, speckle_noise\n"
+        "import models.builder, models.lenet, models.pushpull, models.wrn, perturb.noise\n"
+        "assert (LeNet5, PushPull2d, WideResNet, build_model, pull_kernel_size) == (models.lenet.LeNet5,\n"
+        "    models.pushpull.PushPull2d, models.wrn.WideResNet, models.builder.build_model,\n"
+        "    models.pushpull.pull_kernel_size)\n"
+        "assert gaussian_noise is perturb.noise.gaussian_noise and shot_noise is perturb.noise.shot_noise\n"
+        "try:\n"
+        "    models.ResNet\n"
+        "except AttributeError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "module 'models' has no attribute 'ResNet'\n"

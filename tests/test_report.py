@@ -2,13 +2,16 @@
 plain-only recipe, one seed, a diverged push-pull arm), and what it says of the paper's numbers."""
 
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib.image
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.container import BarContainer
 
 from perturb import suite_settings
 from sweep import report
@@ -25,6 +28,7 @@ ONE_SEED = build_sweep("lenet", overrides=[(None, "epochs", 15), (None, "milesto
 PLAIN_ONLY = [s for s in build_sweep("wrn_depth", seeds=2, overrides=[(None, "lr", 0.05)]) if not s.model.pushpull]
 SENSITIVITY = build_sweep("sensitivity", seeds=2)
 SUITE, SUITE_NOISES = "poisson-variants", ("poisson", "contrast")
+SHOT = "shot"  # a suite without a contrast: nothing of the paper's Poisson cells belongs in its report
 
 LENET_RECIPE = next(s.recipe.id for s in PAPER_FULL if s.model.arch == "lenet")
 WRN_RECIPE = next(s.recipe.id for s in PAPER_FULL if s.model.arch == "wrn")
@@ -50,11 +54,16 @@ def suite_accuracy(spec, noise: str, level: float) -> float:
     return 80.0 - 10 * level + spec.seed + ((spec.model.h or 2) - (spec.model.alpha or 1) if spec.model.pushpull else 0)
 
 
+def shot_accuracy(spec, peak: float) -> float:
+    """Shot-noise scores that fall as the peak (photons) falls; push-pull 1 point above its twin."""
+    return 80.0 - 30 / peak + spec.seed + (1.0 if spec.model.pushpull else 0.0)
+
+
 @pytest.fixture(scope="module")
 def paper_store(tmp_path_factory) -> str:
     """paper_full on 2 seeds (the sensitivity grid included, WRN-28-8-PP diverged on both), a 15-epoch LeNet
     recipe on one seed, a plain-only WRN recipe on 2 seeds; in a second experiment, the sensitivity sweep
-    scored on two noises of the poisson-variants suite."""
+    scored on two noises of the poisson-variants suite, and on the shot suite."""
     root = tmp_path_factory.mktemp("paper_store")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     tracker = Tracker(uri, "paper_full", (root / "artifacts").as_uri())
@@ -66,17 +75,21 @@ def paper_store(tmp_path_factory) -> str:
         scores = {p: suite_accuracy(spec, p.noise, p.level) for p in suite_settings(SUITE, spec.dataset)}
         chosen = {p: a for p, a in scores.items() if p.noise in SUITE_NOISES}
         log_suite_scores(sensitivity.client, sensitivity.find_run(spec.key), SUITE, 3, chosen)
+        shot = {p: shot_accuracy(spec, p.level) for p in suite_settings(SHOT, spec.dataset)}
+        log_suite_scores(sensitivity.client, sensitivity.find_run(spec.key), SHOT, 3, shot)
     return uri
 
 
 def report_of(store: str, out: Path, *args: str) -> tuple[Path, dict]:
-    """Aggregate with --report into ``out``; also returns what each figure was drawn from, by file name."""
+    """Aggregate with --report into ``out``; also returns what each figure was drawn from, and the figure
+    (matplotlib's, as saved), by file name."""
     draws = {}
     draw = report._draw
 
-    def recording(path, title, recipe, ticks, cells, effect, levels, arms, labels, source):
-        draws[path.name] = SimpleNamespace(cells=cells, arms=arms, ticks=ticks, levels=levels)
-        draw(path, title, recipe, ticks, cells, effect, levels, arms, labels, source)
+    def recording(path, title, recipe, ticks, cells, effect, levels, arms, source):
+        figure = draw(path, title, recipe, ticks, cells, effect, levels, arms, source)
+        draws[path.name] = SimpleNamespace(cells=cells, arms=arms, ticks=ticks, levels=levels, figure=figure)
+        return figure
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(report, "_draw", recording)
@@ -121,7 +134,7 @@ def test_the_whole_paper_renders_every_figure_and_table(full):
         assert set(zip(pushpull["h"], pushpull["alpha"])) == {(2.0, 1.0)}, name
     text = (out / "report.md").read_text()
     assert text.startswith(
-        "These numbers come from the paper's recipe, except that the LeNets train at lr 0.01 here, not at the "
+        "# Reproduction report\n\nThese numbers come from the paper's recipe, except that the LeNets train at lr 0.01 here, not at the "
         "paper's 0.1: at 0.1 the push-pull LeNets do not train (they collapse to one class, or turn NaN)"
     )
     assert "LeNet lr 0.01 included" not in text
@@ -195,6 +208,14 @@ def test_a_suite_over_the_sensitivity_grid_draws_each_h_and_alpha_apart(paper_st
         == printed[("supplementary Table 5", "WRN-16-10-PP", "poisson", 1.5)]
     )
     assert ticks[("header", ("WRN-16-10", None, None), "poisson", 1.0)] == 95.91
+    # each (h, alpha) beside the plain model, in the legends of both panels
+    grid = [f"WRN-16-10-PP h={h} alpha={a}" for h in ("1", "1.5", "2") for a in ("0.5", "1", "1.5")]
+    looks = {
+        "poisson": (["paper", "WRN-16-10", "WRN-16-10-PP"], ["paper", "WRN-16-10-PP - WRN-16-10"]),
+        "poisson_h_alpha": (["paper", "WRN-16-10", *grid], ["paper", *(f"{arm} - WRN-16-10" for arm in grid)]),
+    }
+    for name, (accuracy, difference) in looks.items():
+        assert_looks_right(draws[f"{SUITE}_{name}.png"].figure, MNIST_CONTRASTS, POISSON, accuracy, difference)
 
 
 def test_table2_swapped_cells_are_compared_under_both_readings_with_a_note(full):
@@ -319,3 +340,170 @@ def test_the_prediction_interval_is_for_one_new_run(full):
     )
     assert row["outside_prediction"] == (not row["prediction_low"] <= 95.27 <= row["prediction_high"])
     assert np.isclose(row["paper_accuracy"], 95.27)
+
+
+# What each figure must show, written out here rather than computed: its x tick labels (clean, then the
+# levels from the least severe to the most), its x label, and each panel's legend, the paper's values first
+# and every plain model beside its push-pull twin.
+MNIST_VARIANCES = ["clean", "0.001", "0.01", "0.1", "0.2", "0.3", "0.4", "0.5"]
+CIFAR_VARIANCES = ["clean", "0.0001", "0.0005", "0.001", "0.005", "0.01", "0.02", "0.03"]
+MNIST_CONTRASTS = ["clean", "0.2", "0.3", "0.4", "0.5", "1", "1.5", "2", "2.5"]
+CIFAR_CONTRASTS = ["clean", "0.5", "1", "1.5", "2", "2.5"]
+GAUSSIAN, SPECKLE, POISSON = "Gaussian noise: variance", "speckle noise: variance", "contrast C, then Poisson noise"
+LENETS = ["A", "PA", "B", "PB", "C", "PC", "D", "PD"]
+LENET_PAIRS = ["PA - A", "PB - B", "PC - C", "PD - D"]
+WIDTHS = [
+    "WRN-28-10",
+    "WRN-28-10-PP",
+    "WRN-28-8",
+    "WRN-28-8-PP (no result)",  # DIVERGED_ARM: its paper values stay
+    "WRN-28-4",
+    "WRN-28-4-PP",
+    "WRN-28-1",
+    "WRN-28-1-PP",
+]
+WIDTH_PAIRS = ["WRN-28-10-PP - WRN-28-10", "WRN-28-4-PP - WRN-28-4", "WRN-28-1-PP - WRN-28-1"]
+DEPTHS = [
+    "WRN-16-10",
+    "WRN-16-10-PP",
+    "WRN-22-10",
+    "WRN-22-10-PP",
+    "WRN-28-10",
+    "WRN-28-10-PP",
+    "WRN-40-10",
+    "WRN-40-10-PP",
+]
+DEPTH_PAIRS = [
+    "WRN-16-10-PP - WRN-16-10",
+    "WRN-22-10-PP - WRN-22-10",
+    "WRN-28-10-PP - WRN-28-10",
+    "WRN-40-10-PP - WRN-40-10",
+]
+BOTH_READINGS = ["paper (header reading)", "paper (text reading)"]  # supplementary Table 2's Poisson cells
+PAPER_FIGURE_LOOKS = {
+    "figure4_gaussian": (MNIST_VARIANCES, GAUSSIAN, ["paper", *LENETS], ["paper", *LENET_PAIRS]),
+    "figure5_poisson": (MNIST_CONTRASTS, POISSON, [*BOTH_READINGS, *LENETS], [*BOTH_READINGS, *LENET_PAIRS]),
+    "supp_figure1_speckle": (MNIST_VARIANCES, SPECKLE, ["paper", *LENETS], ["paper", *LENET_PAIRS]),
+    "figure6_poisson_width": (CIFAR_CONTRASTS, POISSON, ["paper", *WIDTHS], ["paper", *WIDTH_PAIRS]),
+    "figure7_poisson_depth": (CIFAR_CONTRASTS, POISSON, ["paper", *DEPTHS], ["paper", *DEPTH_PAIRS]),
+    "figure8_gaussian_width": (CIFAR_VARIANCES, GAUSSIAN, ["paper", *WIDTHS], ["paper", *WIDTH_PAIRS]),
+    "figure9_gaussian_depth": (CIFAR_VARIANCES, GAUSSIAN, ["paper", *DEPTHS], ["paper", *DEPTH_PAIRS]),
+    "supp_figure2_speckle_width": (CIFAR_VARIANCES, SPECKLE, ["paper", *WIDTHS], ["paper", *WIDTH_PAIRS]),
+    "supp_figure3_speckle_depth": (CIFAR_VARIANCES, SPECKLE, ["paper", *DEPTHS], ["paper", *DEPTH_PAIRS]),
+}
+NEGATIVE_ZERO = re.compile(r"[-\u2212]0(\.0+)?(?![.\d])")  # -0, -0.00, and with matplotlib's minus sign
+
+
+def panels(figure) -> dict:
+    """The figure's axes by their label: accuracy above, difference below."""
+    return {ax.get_label(): ax for ax in figure.axes}
+
+
+def legend(ax) -> list[str]:
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+def assert_arrows(ax) -> int:
+    """Every error bar that leaves the y range has a triangle at the edge it crosses, and no other
+    triangle is drawn; returns how many there are."""
+    bottom, top = ax.get_ylim()
+    arrows = {
+        (line.get_marker(), round(x, 6), y)
+        for line in ax.lines
+        if line.get_gid() == report.BEYOND
+        for x, y in line.get_xydata()
+    }
+    needed = set()
+    for container in ax.containers:  # ErrorbarContainer: (data line, caps, bar line collections)
+        for collection in container.lines[2]:
+            for segment in collection.get_segments():  # empty where the point is NaN
+                x, ends = (segment[0][0], [y for _, y in segment]) if len(segment) else (0.0, [])
+                needed |= {("^", round(x, 6), top)} if any(y > top for y in ends) else set()
+                needed |= {("v", round(x, 6), bottom)} if any(y < bottom for y in ends) else set()
+    assert arrows == needed, ax.get_label()
+    return len(arrows)
+
+
+def assert_looks_right(figure, ticks: list[str], xlabel: str, accuracy: list[str], difference: list[str]) -> int:
+    """A figure a reviewer accepts: both panels with x tick labels ``ticks`` and ``xlabel``, points and
+    error bars (no bar: nothing on a truncated axis), a finite y range, a triangle wherever an interval
+    leaves it; the legends exactly ``accuracy`` and ``difference``, the paper's values hollow black
+    diamonds clear of the frame; a line at 0 below; no text reads -0. Returns the triangles drawn."""
+    axes = panels(figure)
+    assert list(axes) == ["accuracy", "difference"]
+    arrows = 0
+    for name, ax in axes.items():
+        assert [label.get_text() for label in ax.get_xticklabels()] == ticks, name
+        assert ax.get_xlabel() == xlabel, name
+        assert not ax.patches and not any(isinstance(c, BarContainer) for c in ax.containers), name
+        assert all(math.isfinite(limit) for limit in ax.get_ylim()), name
+        arrows += assert_arrows(ax)
+    assert legend(axes["accuracy"]) == accuracy and legend(axes["difference"]) == difference
+    shown = axes["accuracy"]
+    bottom, top = shown.get_ylim()
+    values = [y for line in shown.lines if line.get_marker() in ("o", "D", "s") for y in line.get_ydata()]
+    assert max(v for v in values if not math.isnan(v)) <= top - 0.02 * (top - bottom)
+    paper = next((line for line in shown.lines if line.get_label() in ("paper", "paper (header reading)")), None)
+    assert paper is None or (paper.get_marker(), paper.get_markerfacecolor(), paper.get_markeredgecolor()) == (
+        "D",
+        "none",
+        "black",
+    )
+    assert any(list(line.get_ydata()) == [0, 0] for line in axes["difference"].lines)
+    texts = [text.get_text() for text in figure.findobj(matplotlib.text.Text)]
+    assert not [text for text in texts if NEGATIVE_ZERO.search(text)]
+    return arrows
+
+
+def test_every_paper_figure_is_points_in_severity_order_with_twins_side_by_side(full):
+    _, draws = full
+    arrows = {
+        name: assert_looks_right(draws[f"{name}.png"].figure, *looks) for name, looks in PAPER_FIGURE_LOOKS.items()
+    }
+    # 2 seeds: t(1) = 12.7 makes intervals that the difference panel cuts, with a triangle at its edge
+    assert arrows["supp_figure1_speckle"] > 0
+
+
+def test_a_suite_report_says_only_what_belongs_to_the_suite(paper_store, tmp_path):
+    out, draws = report_of(paper_store, tmp_path, "--sweep", "sensitivity", "--suite", SHOT)
+    assert {p.name for p in out.glob("*.png")} == {f"{SHOT}_shot-clip.png", f"{SHOT}_shot-clip_h_alpha.png"}
+    drawn = draws[f"{SHOT}_shot-clip.png"]
+    peaks = ["clean", "60", "25", "12", "5", "3"]  # fewer photons, more noise: the most severe on the right
+    xlabel = "shot noise: photons at intensity 1 (fewer: noisier), clipped to [0, 1]"
+    assert_looks_right(drawn.figure, peaks, xlabel, ["WRN-16-10", "WRN-16-10-PP"], ["WRN-16-10-PP - WRN-16-10"])
+    assert "paper" not in panels(drawn.figure)["accuracy"].get_title()  # no paper value in a shot-noise figure
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Reproduction report\n\nThese numbers come from the paper's recipe.\n\nSuite **shot**:")
+    assert "20 trials aggregated, none left out." in text and "excluded.parquet" not in text
+    # nothing of the paper's Poisson cells or their readings, no column the paper prints nothing in
+    assert "Poisson" not in text and "text reading" not in text and "swapped" not in text
+    assert empty_columns(text) == []
+    assert "| q | paper |\n" in text  # the clean cells: Table 3 prints them
+    assert "| level |" in text and "-0.00" not in text
+
+
+def empty_columns(text: str) -> list[str]:
+    """The headers of the columns of the Markdown tables in ``text`` that no row fills."""
+    lines, empty = text.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.startswith("|---"):
+            header = [cell.strip() for cell in lines[i - 1].strip("|").split("|")]
+            rows = []
+            for row in lines[i + 1 :]:
+                if not row.startswith("| "):
+                    break
+                rows.append([cell.strip() for cell in row.strip("|").split("|")])
+            empty += [name for k, name in enumerate(header) if not any(row[k] for row in rows)]
+    return empty
+
+
+def test_a_number_that_rounds_to_zero_never_reads_minus_zero():
+    assert [report._number(v) for v in (-0.0, -0.004, 0.004, -0.006, math.nan)] == [
+        "+0.00",
+        "+0.00",
+        "+0.00",
+        "-0.01",
+        "",
+    ]
+    assert report._number(-0.004, signed=False) == "0.00"
+    assert [report._tick(v) for v in (-1e-12, -0.0, -2.5, 97.5)] == ["0", "0", "-2.5", "97.5"]

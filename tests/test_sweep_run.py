@@ -83,7 +83,7 @@ def test_missing_data_stops_with_what_to_put_where(tmp_path):
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("sweep.run")]
     assert lines == [result.stderr.strip().splitlines()[-1]]
-    assert f"mnist is not in {tmp_path / 'empty'}" in lines[0]
+    assert f"the data root {tmp_path / 'empty'} does not exist" in lines[0]  # a typo: no download tried
     assert f"{tmp_path / 'empty'}/MNIST/raw" in lines[0]
     assert not (tmp_path / "store" / "lenet").exists()
 
