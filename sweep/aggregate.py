@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sweep",
         nargs="+",
+        action="extend",  # --sweep a --sweep b reads both, as --sweep a b does
         default=[],
         metavar="NAME",
         help="sweeps (MLflow experiments) to read (default: every sweep the store holds; python -m sweep.run "
@@ -119,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--recipe",
         nargs="+",
+        action="extend",
         default=[],
         metavar="ID",
         help="keep only the runs of these recipes (ids as printed and in recipes.parquet)",

@@ -65,15 +65,38 @@ QUIETED_LOGGERS = {
 }
 
 
+# Tune's own words on a failed trial, logged at ERROR: the trial's whole traceback, then the list of the
+# trials that did not complete. The console says each failure in one line, with where the traceback is kept.
+TUNE_FAILURE_RECORDS = {
+    "ray.tune.execution.tune_controller": "Trial task failed for trial",
+    "ray.tune.tune": "Trials did not complete",
+}
+
+
+class _DropRecords(logging.Filter):
+    """Drops a logger's records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
 def quiet_libraries(verbose: bool) -> None:
-    """Before Ray starts: Tune's old, silent-at-verbose-0 reporter, Ray's loggers at ERROR and MLflow's at
-    WARNING (no "Creating initial MLflow database tables"), unless ``verbose``. A user's own setting of
-    ``RAY_AIR_NEW_OUTPUT`` wins."""
+    """Before Ray starts: Tune's old, silent-at-verbose-0 reporter, Ray's loggers at ERROR, MLflow's at
+    WARNING (no "Creating initial MLflow database tables") and no Tune traceback of a failed trial
+    (:data:`TUNE_FAILURE_RECORDS`), unless ``verbose``. A user's own setting of ``RAY_AIR_NEW_OUTPUT`` wins."""
     if verbose:
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for name, level in QUIETED_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    for name, prefix in TUNE_FAILURE_RECORDS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropRecords) and f.prefix == prefix for f in logger.filters):
+            logger.addFilter(_DropRecords(prefix))
 
 
 @dataclass

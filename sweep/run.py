@@ -502,6 +502,8 @@ def _dry_run(plan: Plan, args: argparse.Namespace) -> None:
         gpus, source = _gpus_planned(args, plan.survey), f"the cluster: {plan.survey.describe()}"
         if plan.probe is not None:
             source += f"; a task on {plan.probe.node} found {plan.probe.name} (compute capability {capability[0]}.{capability[1]})"
+    elif args.gpus == "none":  # on a local Ray and on a cluster joined (whose GPUs the pre-flight left unsurveyed)
+        gpus, source = False, "the option: no trial asks for a GPU"
     else:
         from sweep.devices import cuda_problem
 

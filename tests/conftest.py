@@ -19,16 +19,18 @@ for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "SWEEP_STORAG
 @pytest.fixture(autouse=True)
 def leaves_no_trace():
     """What a command's ``main()`` run in this process sets for itself (MLflow's client settings, Tune's
-    reporter, the libraries' log levels) is undone after each test: the next one starts as if alone."""
-    from sweep.console import QUIETED_LOGGERS
+    reporter, the libraries' log levels and filters) is undone after each test: the next one starts as if alone."""
+    from sweep.console import QUIETED_LOGGERS, TUNE_FAILURE_RECORDS
 
     environment = dict(os.environ)
-    levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
+    loggers = [logging.getLogger(name) for name in (*QUIETED_LOGGERS, *TUNE_FAILURE_RECORDS)]
+    kept = [(logger, logger.level, list(logger.filters)) for logger in loggers]
     yield
     os.environ.clear()
     os.environ.update(environment)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
+    for logger, level, filters in kept:
+        logger.setLevel(level)
+        logger.filters[:] = filters
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,15 @@ import logging
 import boto3
 from moto.server import ThreadedMotoServer
 
-from tests.processes import free_ports
-
 
 @contextlib.contextmanager
 def s3_server(bucket: str = "sweeps"):
     """A running S3 server holding ``bucket``: yields the environment (``AWS_ENDPOINT_URL``, credentials,
     region) that points a process at it, as pyarrow, boto3 and the project read it."""
-    port = free_ports(1)[0]
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the server's line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # a port it binds itself
+    server.start()  # returns once the server is bound
+    _, port = server.get_host_and_port()
     env = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "tests-only",

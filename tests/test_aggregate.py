@@ -9,15 +9,16 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from perturb import noise_suite
+from perturb import noise_suite, suite_settings
 from sweep.aggregate import main
 from sweep.catalog import build_sweep
 from sweep.metrics import epoch_metrics, noise_metric
 from sweep.paper import paper_results
 from sweep.specs import TrialSpec
 from sweep.tables import RECIPE_SCHEMA, RESULT_SCHEMA
-from sweep.tracking import Tracker
+from sweep.tracking import Tracker, log_suite_scores
 from sweep.training import EpochStats
+from tests.processes import closed_port
 
 # Rows per run in results.parquet: the clean accuracy once, and every noise setting that changes the
 # images (the suites' Gaussian and speckle variance 0 are the clean test set again).
@@ -370,8 +371,9 @@ def test_a_store_that_is_no_database_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_unreachable_or_missing_stores_are_one_line_errors(tmp_path, capsys):
-    assert main(["--tracking-uri", "http://127.0.0.1:9", "--out", str(tmp_path / "out")]) == 2
-    assert "cannot reach the MLflow tracking server at http://127.0.0.1:9" in capsys.readouterr().err
+    with closed_port() as port:
+        assert main(["--tracking-uri", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "out")]) == 2
+    assert f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in capsys.readouterr().err
     assert main(["--storage", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
     assert f"no MLflow store at sqlite:///{tmp_path / 'none'}/mlflow.db" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "none").exists()
@@ -576,3 +578,261 @@ def test_only_the_tables_of_the_sweeps_asked_for_are_written(store, two_recipes,
     assert {p.stem for p in (tmp_path / "asked").iterdir()} == lenet_files
     assert aggregate(two_recipes, tmp_path / "held") == 0  # no --sweep: the sweeps the store holds
     assert {p.stem for p in (tmp_path / "held").iterdir()} == lenet_files
+
+
+# A store of three sweeps, to pick sweeps and recipes from: lenet under three recipes (the paper's: LeNet A on
+# seeds 0, 1, 2 and its twin PA on seeds 0 and 1 only, and B, whose seed 0 has an older FINISHED run and a newer
+# FAILED rerun; 15 epochs and smoke: A and PA on seed 0), the WRN-28-10 twins of wrn_width (also scored on the
+# shot suite) and of cifar100 on seed 0.
+SELECTION_PAPER = [
+    s for s in build_sweep("lenet", seeds=3) if s.model.name == "A" or (s.model.name == "PA" and s.seed < 2)
+]
+RERUN = next(s for s in build_sweep("lenet") if s.model.name == "B")
+SELECTION_15 = [s for s in RECIPE_15 if s.model.name in ("A", "PA") and s.seed == 0]
+SELECTION_SMOKE = [s for s in RECIPE_SMOKE if s.model.name in ("A", "PA") and s.seed == 0]
+SELECTION_LENET = SELECTION_PAPER + [RERUN] + SELECTION_15 + SELECTION_SMOKE
+CIFAR100 = build_sweep("cifar100")
+PA_EFFECT = (1.0, 3.0)  # push-pull minus plain on seeds 0 and 1, in every cell
+
+
+def selection_accuracy(spec: TrialSpec, noise: str, level: float) -> float:
+    """Plain models score 80 - 10 level + 2 seed; push-pull adds PA_EFFECT[seed]."""
+    return 80.0 - 10 * level + 2 * spec.seed + (PA_EFFECT[spec.seed] if spec.model.pushpull else 0.0)
+
+
+def shot_accuracy(spec: TrialSpec, peak: float) -> float:
+    return 80.0 - 30 / peak + (1.0 if spec.model.pushpull else 0.0)
+
+
+@pytest.fixture(scope="module")
+def three_sweeps(tmp_path_factory) -> dict:
+    """The store above: its URI and the ids of B seed 0's two runs (``finished``, ``failed``)."""
+    root = tmp_path_factory.mktemp("three_sweeps")
+    uri, artifacts = f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+    lenet = Tracker(uri, "lenet", artifacts)
+    for spec in SELECTION_LENET:
+        log_trial(lenet, spec, accuracy=selection_accuracy)
+    # A second launch reruns B seed 0; it fails, with other numbers, after the first run finished.
+    again = Tracker(uri, "lenet", launch="again")
+    log_trial(again, RERUN, status="FAILED", accuracy=lambda spec, n, level: selection_accuracy(spec, n, level) - 7)
+    wrn = Tracker(uri, "wrn_width", artifacts)
+    for spec in WRN:
+        log_trial(wrn, spec, accuracy=selection_accuracy)
+        shot = {p: shot_accuracy(spec, p.level) for p in suite_settings("shot", spec.dataset)}
+        log_suite_scores(wrn.client, wrn.find_run(spec.key), "shot", 3, shot)
+    cifar100 = Tracker(uri, "cifar100", artifacts)
+    for spec in CIFAR100:
+        log_trial(cifar100, spec, accuracy=selection_accuracy)
+    finished, failed = lenet.find_run(RERUN.key), again.find_run(RERUN.key)
+    assert finished != failed
+    return {"uri": uri, "finished": finished, "failed": failed}
+
+
+PAPER_SUITE_FILES = {
+    f"{stem}.parquet"
+    for stem in (
+        "results",
+        "recipes",
+        "claims",
+        "table2",
+        *(f"supp_table{i}" for i in range(1, 10)),
+        "pushpull_effect",
+        "comparison",
+        "reading_fit",
+        "excluded",
+    )
+}
+
+
+def test_without_out_the_tables_go_to_results_and_another_suites_to_results_suite(
+    three_sweeps, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--tracking-uri", three_sweeps["uri"]]) == 0
+    assert {p.name for p in (tmp_path / "results").iterdir()} == PAPER_SUITE_FILES
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote 17 files to {tmp_path}/results"
+
+    assert main(["--tracking-uri", three_sweeps["uri"], "--suite", "shot", "--report"]) == 0
+    shot = tmp_path / "results" / "shot"
+    assert {p.name for p in shot.iterdir()} == {
+        "results.parquet",
+        "recipes.parquet",
+        "pushpull_effect.parquet",
+        "variant_fit.parquet",
+        "excluded.parquet",
+        "report.md",
+        "shot_shot-clip.png",
+    }
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"wrote 7 files to {tmp_path}/results/shot",
+        f"report: {tmp_path}/results/shot/report.md",
+    ]
+    # The paper's tables are left as they were, the suite's folder beside them.
+    assert {p.name for p in (tmp_path / "results").iterdir()} == PAPER_SUITE_FILES | {"shot"}
+    results = pd.read_parquet(shot / "results.parquet")
+    scored = results[results["noise"] != "clean"]
+    assert set(scored["noise"]) == {"shot-clip"} and set(scored["model"]) == {"WRN-28-10", "WRN-28-10-PP"}
+    assert sorted(scored.loc[scored["model"] == "WRN-28-10", "level"]) == [3.0, 5.0, 12.0, 25.0, 60.0]
+    pp = scored[(scored["model"] == "WRN-28-10-PP") & (scored["level"] == 12.0)]
+    assert list(pp["accuracy"]) == [80.0 - 2.5 + 1.0]
+
+
+@pytest.mark.parametrize(
+    "args", [["--sweep", "lenet", "cifar100"], ["--sweep", "lenet", "--sweep", "cifar100"]], ids=["listed", "repeated"]
+)
+def test_several_sweeps_hold_exactly_the_runs_of_those_sweeps(three_sweeps, tmp_path, args):
+    assert aggregate(three_sweeps["uri"], tmp_path, *args) == 0
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    expected = {("lenet", s.key) for s in SELECTION_LENET} | {("cifar100", s.key) for s in CIFAR100}
+    assert len(expected) == 12 and set(zip(results["sweep"], results["trial_key"])) == expected
+    # The paper tables of LeNet (supplementary 1-3) and of CIFAR-100 (Table 2), none of wrn_width's alone.
+    tables = {"table2", "supp_table1", "supp_table2", "supp_table3"}
+    others = {"results", "recipes", "claims", "pushpull_effect", "comparison", "reading_fit", "excluded"}
+    assert {p.stem for p in tmp_path.iterdir()} == tables | others
+    table2 = pd.read_parquet(tmp_path / "table2.parquet")
+    assert (table2["cifar10 plain seeds"] == 0).all() and (table2["cifar100 plain seeds"] == 1).all()
+
+
+@pytest.mark.parametrize("repeated", [False, True], ids=["listed", "repeated"])
+def test_several_recipes_hold_exactly_the_runs_of_those_recipes(three_sweeps, tmp_path, repeated):
+    smoke, wrn = SELECTION_SMOKE[0].recipe.id, WRN[0].recipe.id
+    assert CIFAR100[0].recipe.id == wrn and len({smoke, wrn, SELECTION_15[0].recipe.id, RERUN.recipe.id}) == 4
+    args = ["--recipe", smoke, "--recipe", wrn] if repeated else ["--recipe", smoke, wrn]
+    assert aggregate(three_sweeps["uri"], tmp_path, *args) == 0
+    results = pd.read_parquet(tmp_path / "results.parquet")
+    expected = {s.key for s in SELECTION_SMOKE + WRN + CIFAR100}
+    assert len(expected) == 6 and set(results["trial_key"]) == expected
+    assert set(results["recipe"]) == {smoke, wrn}
+    recipes = pd.read_parquet(tmp_path / "recipes.parquet")
+    assert sorted(zip(recipes["recipe"], recipes["arch"], recipes["trials"])) == sorted(
+        [(smoke, "lenet", 2), (wrn, "wrn", 4)]
+    )
+
+
+def test_twins_with_unequal_seeds_pair_only_the_seeds_both_have(three_sweeps, tmp_path):
+    assert aggregate(three_sweeps["uri"], tmp_path) == 0
+    effect = pd.read_parquet(tmp_path / "pushpull_effect.parquet")
+    pa = effect[(effect["recipe"] == RERUN.recipe.id) & (effect["model"] == "PA")]
+    assert len(pa) == MNIST_ROWS
+    counts = ["pairs", "seeds_pushpull", "seeds_plain", "diverged_pushpull", "diverged_plain"]
+    assert pa[counts].drop_duplicates().values.tolist() == [[2, 2, 3, 0, 0]]
+    # Seeds 0 and 1 differ by 1 and 3 in every cell: mean 2, SD sqrt(2), t = 2 on 1 degree of freedom, a
+    # Cauchy variable: p = 1 - 2 atan(2) / pi; the interval 2 +- t(0.975, 1) sqrt(2) / sqrt(2).
+    for row in pa.itertuples():
+        assert (row.difference, row.sd, row.sd_floored) == (
+            pytest.approx(2.0, abs=1e-9),
+            pytest.approx(np.sqrt(2), rel=1e-9),
+            False,
+        )
+        assert (row.ci_low, row.ci_high) == (
+            pytest.approx(2.0 - 12.706204736174707, abs=1e-9),
+            pytest.approx(2.0 + 12.706204736174707, abs=1e-9),
+        )
+        assert row.p_value == pytest.approx(1 - 2 * np.arctan(2) / np.pi, rel=1e-9)
+    # The paper tables average each model over its own seeds: A 79, 81, 83 (seed 2 included), PA 80, 84.
+    table = pd.read_parquet(tmp_path / "supp_table1.parquet")
+    table = table[table["recipe"] == RERUN.recipe.id].set_index("model")
+    a, pa_row = table.loc["A"], table.loc["PA"]
+    assert (a["gaussian 0.1"], a["gaussian 0.1 std"], a["gaussian 0.1 seeds"]) == (
+        pytest.approx(81.0),
+        pytest.approx(2.0),
+        3,
+    )
+    assert (pa_row["gaussian 0.1"], pa_row["gaussian 0.1 std"], pa_row["gaussian 0.1 seeds"]) == (
+        pytest.approx(82.0),
+        pytest.approx(np.sqrt(8)),
+        2,
+    )
+
+
+def test_a_newer_failed_rerun_leaves_the_older_finished_run_kept(three_sweeps, tmp_path, capsys):
+    finished, failed = three_sweeps["finished"], three_sweeps["failed"]
+    for out, extra in ((tmp_path / "default", ()), (tmp_path / "incomplete", ("--include-incomplete",))):
+        assert aggregate(three_sweeps["uri"], out, *extra) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == "14 trials from 15 runs (1 duplicate runs of the same trial passed over)"
+        assert f"duplicate {RERUN.key}: kept run {finished} (latest finished), passed over 1" in lines
+        assert not any(failed in line or line.startswith("FAILED") for line in lines)
+        results = pd.read_parquet(out / "results.parquet")
+        rows = results[results["trial_key"] == RERUN.key]
+        assert len(rows) == MNIST_ROWS and set(rows["run_id"]) == {finished} and set(rows["status"]) == {"FINISHED"}
+        # the finished run's numbers (B seed 0: 80 - 10 level), not the rerun's 7 points lower
+        clean = rows[rows["noise"] == "clean"]
+        assert list(clean["accuracy"]) == [80.0]
+        assert list(rows.loc[rows["noise"] == "gaussian", "accuracy"]) == pytest.approx(
+            [80.0 - 10 * v for v in (0.001, 0.01, 0.1, 0.2, 0.3, 0.4, 0.5)]
+        )
+        # a passed-over run is no trial left out
+        assert pd.read_parquet(out / "excluded.parquet").empty
+
+
+# The sensitivity sweep: every model on seed 0, and seed 1 of the plain WRN-16-10 and of two (h, alpha) arms.
+SECOND_SEED = {(None, None), (2.0, 1.0), (1.5, 1.5)}
+GRID = build_sweep("sensitivity") + [
+    s for s in build_sweep("sensitivity", seeds=2) if s.seed == 1 and (s.model.h, s.model.alpha) in SECOND_SEED
+]
+TABLE3_LEVELS = ["clean 0", *(f"gaussian {v}" for v in ("0.0001", "0.0005", "0.001", "0.005", "0.01", "0.02", "0.03"))]
+
+
+def grid_accuracy(spec: TrialSpec, noise: str, level: float) -> float:
+    """70 - 1000 variance under Gaussian noise (70 - level under the others), 2 more per seed; push-pull adds
+    10 (h - 1) + 2 alpha, so that each (h, alpha) arm scores apart."""
+    base = 70.0 - (1000 * level if noise == "gaussian" else level) + 2 * spec.seed
+    return base + (10 * (spec.model.h - 1) + 2 * spec.model.alpha if spec.model.pushpull else 0.0)
+
+
+@pytest.fixture(scope="module")
+def sensitivity_store(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("sensitivity")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    tracker = Tracker(uri, "sensitivity", (root / "artifacts").as_uri())
+    for spec in GRID:
+        log_trial(tracker, spec, accuracy=grid_accuracy)
+    return uri
+
+
+def test_table3_is_the_h_alpha_grid_with_each_arms_mean_sd_and_seeds(sensitivity_store, tmp_path):
+    assert aggregate(sensitivity_store, tmp_path, "--sweep", "sensitivity") == 0
+    # Table 3 and the depth tables that print WRN-16-10 (supplementary Tables 5, 7, 9)
+    assert {p.stem for p in tmp_path.glob("*table*")} == {"table3", "supp_table5", "supp_table7", "supp_table9"}
+    table = pd.read_parquet(tmp_path / "table3.parquet")
+    assert list(table.columns) == [
+        "recipe",
+        "model",
+        "h",
+        "alpha",
+        *TABLE3_LEVELS,
+        *(f"{c} std" for c in TABLE3_LEVELS),
+        *(f"{c} seeds" for c in TABLE3_LEVELS),
+    ]
+    arms = [(h, a) for h in (1.0, 1.5, 2.0) for a in (0.5, 1.0, 1.5)]
+    assert list(zip(table["model"], table["h"].fillna(0), table["alpha"].fillna(0))) == [
+        ("WRN-16-10", 0, 0),
+        *(("WRN-16-10-PP", h, a) for h, a in arms),
+    ]
+    assert set(table["recipe"]) == {GRID[0].recipe.id}
+    rows = table.assign(h=table["h"].fillna(0), alpha=table["alpha"].fillna(0)).set_index(["h", "alpha"])
+    # By hand: the plain model at variance 0.01, seeds 0 and 1: 60 and 62.
+    assert tuple(rows.loc[(0, 0), ["gaussian 0.01", "gaussian 0.01 std", "gaussian 0.01 seeds"]]) == (
+        pytest.approx(61.0),
+        pytest.approx(np.sqrt(2)),
+        2,
+    )
+    # h 1.5, alpha 1.5, clean: 70 + 5 + 3 = 78 and 80; h 2, alpha 1 at 0.005: 70 - 5 + 10 + 2 = 77 and 79.
+    assert tuple(rows.loc[(1.5, 1.5), ["clean 0", "clean 0 seeds"]]) == (pytest.approx(79.0), 2)
+    assert tuple(rows.loc[(2.0, 1.0), ["gaussian 0.005", "gaussian 0.005 seeds"]]) == (pytest.approx(78.0), 2)
+    # h 1, alpha 0.5 at 0.03, seed 0 only: 70 - 30 + 0 + 1 = 41, no SD.
+    one = rows.loc[(1.0, 0.5)]
+    assert (one["gaussian 0.03"], one["gaussian 0.03 seeds"]) == (pytest.approx(41.0), 1)
+    assert np.isnan(one["gaussian 0.03 std"])
+    # Every cell of the grid, from the trials logged.
+    for spec_h, spec_alpha in [(None, None), *arms]:
+        specs = [s for s in GRID if (s.model.h, s.model.alpha) == (spec_h, spec_alpha)]
+        row = rows.loc[(spec_h or 0, spec_alpha or 0)]
+        for column in TABLE3_LEVELS:
+            noise, level = column.split()
+            scores = [grid_accuracy(s, noise, float(level)) for s in specs]
+            assert row[f"{column} seeds"] == len(scores) == (2 if (spec_h, spec_alpha) in SECOND_SEED else 1)
+            assert row[column] == pytest.approx(np.mean(scores), abs=1e-9), (spec_h, spec_alpha, column)
+            if len(scores) == 2:
+                assert row[f"{column} std"] == pytest.approx(np.sqrt(2), abs=1e-9)

@@ -21,7 +21,16 @@ import yaml
 
 from sweep.aggregate import main as aggregate_main
 from tests.datasets import write_mnist
-from tests.processes import BIN, free_ports, kill, start_mlflow_server, stop, wait_for
+from tests.processes import (
+    BIN,
+    kill,
+    ray_dashboard_address,
+    ray_gcs_port,
+    reserved_port,
+    start_mlflow_server,
+    stop,
+    wait_for,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 PASSWORD = "two-nodes-test-password"  # of the tracking server's admin user
@@ -86,8 +95,9 @@ def ray_nodes(root: Path, worker_prefix: tuple[str, ...] = ()):
     """A Ray head and a worker node (own temp dir, custom resource ``second_node``) on this machine, one CPU each,
     for the ``with`` block: their GCS address, dashboard URL, environment, the worker's process and the alive
     nodes (``ray list nodes``). The worker's ``ray start`` runs under ``worker_prefix`` (a command that ends by
-    running its arguments). Logs in ``root``; both nodes stopped after the block, even on failure."""
-    gcs, dashboard, client, *agent = free_ports(9)
+    running its arguments). Logs in ``root``; both nodes stopped after the block, even on failure. Ray binds
+    its ports itself (0) and says which, but for the head's Ray client server, which takes no 0 (and would take
+    10001): it gets a port this test keeps (:func:`tests.processes.reserved_port`)."""
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     cwd = root / "head"
     cwd.mkdir()
@@ -104,7 +114,7 @@ def ray_nodes(root: Path, worker_prefix: tuple[str, ...] = ()):
 
     def nodes() -> list[dict]:
         listing = subprocess.run(
-            [str(BIN / "ray"), "list", "nodes", "--address", f"http://127.0.0.1:{dashboard}", "--format", "json"],
+            [str(BIN / "ray"), "list", "nodes", "--address", f"http://{dashboard}", "--format", "json"],
             env=env,
             capture_output=True,
             text=True,
@@ -113,30 +123,34 @@ def ray_nodes(root: Path, worker_prefix: tuple[str, ...] = ()):
         )
         return [n for n in json.loads(listing.stdout) if n["state"] == "ALIVE"]
 
+    keep = contextlib.ExitStack()  # the ports this test keeps
     try:
-        common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
-        start(
+        common = ["--num-cpus=1", "--dashboard-agent-listen-port=0", "--block", "--disable-usage-stats"]
+        head = start(
             [
                 str(BIN / "ray"),
                 "start",
                 "--head",
-                f"--port={gcs}",
-                f"--dashboard-port={dashboard}",
+                "--port=0",
+                "--dashboard-port=0",
                 "--dashboard-host=127.0.0.1",
-                f"--ray-client-server-port={client}",
-                f"--dashboard-agent-listen-port={agent[0]}",
-                f"--dashboard-agent-grpc-port={agent[1]}",
-                f"--metrics-export-port={agent[2]}",
+                f"--ray-client-server-port={keep.enter_context(reserved_port())}",
                 f"--temp-dir={short / 'head'}",
                 *common,
             ],
             "head.log",
         )
-        wait_for(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{dashboard}/api/version", timeout=2).status == 200,
-            90,
-            "Ray head",
-        )
+
+        def head_up() -> tuple[int, str] | None:
+            """The head's GCS port and dashboard address, once it is up; None until then."""
+            assert head.poll() is None, f"the Ray head exited: {(root / 'head.log').read_text()[-3000:]}"
+            gcs, dashboard = ray_gcs_port(short / "head"), ray_dashboard_address(root / "head.log")
+            if gcs is None or dashboard is None:
+                return None
+            up = urllib.request.urlopen(f"http://{dashboard}/api/version", timeout=2).status == 200
+            return (gcs, dashboard) if up else None
+
+        gcs, dashboard = wait_for(head_up, 90, "Ray head")
         worker = start(
             [
                 *worker_prefix,
@@ -144,9 +158,6 @@ def ray_nodes(root: Path, worker_prefix: tuple[str, ...] = ()):
                 "start",
                 f"--address=127.0.0.1:{gcs}",
                 '--resources={"second_node": 1}',
-                f"--dashboard-agent-listen-port={agent[3]}",
-                f"--dashboard-agent-grpc-port={agent[4]}",
-                f"--metrics-export-port={agent[5]}",
                 f"--temp-dir={short / 'worker'}",
                 *common,
             ],
@@ -155,7 +166,7 @@ def ray_nodes(root: Path, worker_prefix: tuple[str, ...] = ()):
         alive = wait_for(lambda: len(nodes()) == 2 and nodes(), 90, "two Ray nodes")
         yield {
             "gcs": f"127.0.0.1:{gcs}",
-            "dashboard": f"http://127.0.0.1:{dashboard}",
+            "dashboard": f"http://{dashboard}",
             "env": env,
             "worker": worker,
             "worker_node": next(n for n in alive if not n["is_head_node"]),
@@ -165,6 +176,7 @@ def ray_nodes(root: Path, worker_prefix: tuple[str, ...] = ()):
         for process in reversed(started):
             stop(process, grace=5)  # the head takes 30 s and more to end on SIGTERM after its worker left
         shutil.rmtree(short, ignore_errors=True)
+        keep.close()
 
 
 @pytest.fixture
@@ -175,14 +187,13 @@ def two_nodes(tmp_path, monkeypatch):
     with ray_nodes(tmp_path) as nodes:
         # The tracking server as cluster.yaml runs it: MLflow's basic-auth app; the driver (started by the head's
         # job supervisor, which inherits the head's environment) and this test use the credentials.
-        (mlflow_port,) = free_ports(1)  # once the nodes hold their ports
-        server = start_mlflow_server(
-            tmp_path / "server", mlflow_port, tmp_path / "mlflow.log", auth_password=PASSWORD, workers=1
+        server, tracking = start_mlflow_server(
+            tmp_path / "server", tmp_path / "mlflow.log", auth_password=PASSWORD, workers=1
         )
         try:
             yield {
                 **nodes,
-                "tracking": f"http://127.0.0.1:{mlflow_port}",
+                "tracking": tracking,
                 "worker_node": nodes["worker_node"]["node_id"],
                 "head_node": nodes["head_node"]["node_id"],
             }
@@ -347,3 +358,41 @@ def test_a_storage_every_node_sees_passes_the_preflight_and_keeps_no_marker(blin
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and done.stdout.splitlines()[-3] == "8 trials"
     assert listing(shared) == []
+
+
+# --- joining a cluster that answers but cannot be joined -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.\nmore"),
+            "cannot join the Ray cluster at 127.0.0.1:6379: Could not find any running Ray instance. Please "
+            "specify the one to connect to.",
+        ),
+        (
+            ValueError("Invalid address 127.0.0.1:6379"),
+            "cannot join the Ray cluster at 127.0.0.1:6379: Invalid address 127.0.0.1:6379",
+        ),
+        (ConnectionError(), "cannot join the Ray cluster at 127.0.0.1:6379: ConnectionError"),
+    ],
+)
+def test_join_ray_says_in_one_line_why_a_cluster_that_answers_cannot_be_joined(monkeypatch, error, line):
+    from sweep import cluster
+
+    seen = []
+
+    def fails(**kwargs):
+        seen.append((kwargs, os.environ.get("MLFLOW_TRACKING_PASSWORD")))
+        raise error
+
+    monkeypatch.setattr(cluster, "reach_ray", lambda address: None)  # something answers at the address
+    monkeypatch.setattr(ray, "init", fails)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "driver-only")
+    with pytest.raises(cluster.RayUnavailable) as raised:
+        cluster.join_ray("127.0.0.1:6379", verbose=False)
+    assert str(raised.value) == line
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # no chained traceback
+    assert seen == [({"address": "127.0.0.1:6379", "log_to_driver": False, "logging_level": 40}, None)]
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "driver-only"  # hidden from Ray's processes only

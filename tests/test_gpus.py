@@ -6,6 +6,7 @@ with one line, or, on a GPU node that joins later, fails every trial in its firs
 and without retries; CPU trials on a GPU node never touch CUDA; the plan counts the GPUs the autoscaler
 can add."""
 
+import contextlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from ray.experimental import internal_kv
 from sweep import gpus
 from sweep.catalog import build_sweep
 from tests.datasets import write_mnist
-from tests.processes import BIN, free_ports, stop, wait_for
+from tests.processes import BIN, ray_gcs_port, reserved_port, stop, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 CUDA_GUARD = PROJECT / "tests" / "cuda_guard"  # its sitecustomize makes CUDA calls raise (see there)
@@ -95,6 +96,7 @@ class Cluster:
         self.short = Path(tempfile.mkdtemp(prefix="rg", dir="/tmp"))
         self.nodes: list[subprocess.Popen] = []
         self.port = None
+        self.kept = contextlib.ExitStack()  # the ports the test keeps for its nodes (tests.processes.reserved_port)
 
     def env(self, **extra: str) -> dict[str, str]:
         return dict(
@@ -107,31 +109,32 @@ class Cluster:
         )
 
     def start_node(self, gpus: int, cpus: int) -> None:
-        """The head (first call) or a worker that joins it, declaring ``gpus`` GPUs and ``cpus`` CPUs."""
+        """The head (first call) or a worker that joins it, declaring ``gpus`` GPUs and ``cpus`` CPUs. Ray binds
+        their ports itself (0) and says which, but for the head's Ray client server, which takes no 0 (and would
+        take 10001): it gets a port the test keeps."""
         name = f"node{len(self.nodes)}"
         if self.port is None:
-            self.port, *ports = free_ports(4)
-            where = [
-                "--head",
-                f"--port={self.port}",
-                "--include-dashboard=false",
-                f"--ray-client-server-port={ports[0]}",
-            ]
+            client = self.kept.enter_context(reserved_port())
+            where = ["--head", "--port=0", "--include-dashboard=false", f"--ray-client-server-port={client}"]
         else:
-            ports = free_ports(3)
             where = [f"--address=127.0.0.1:{self.port}"]
-        agent = [f"--dashboard-agent-listen-port={ports[-2]}", f"--metrics-export-port={ports[-1]}"]
-        self.nodes.append(
-            subprocess.Popen(
-                [str(BIN / "ray"), "start", *where, *agent, f"--num-gpus={gpus}", f"--num-cpus={cpus}"]
-                + [f"--temp-dir={self.short / name}", "--block", "--disable-usage-stats"],
-                cwd=self.root,
-                env=self.env(),
-                stdout=open(self.root / f"{name}.log", "w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        node = subprocess.Popen(
+            [str(BIN / "ray"), "start", *where, "--dashboard-agent-listen-port=0", f"--num-gpus={gpus}"]
+            + [f"--num-cpus={cpus}", f"--temp-dir={self.short / name}", "--block", "--disable-usage-stats"],
+            cwd=self.root,
+            env=self.env(),
+            stdout=open(self.root / f"{name}.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        self.nodes.append(node)
+        if self.port is None:
+
+            def head_up() -> int | None:
+                assert node.poll() is None, f"the Ray head exited: {(self.root / f'{name}.log').read_text()[-3000:]}"
+                return ray_gcs_port(self.short / name)
+
+            self.port = wait_for(head_up, 90, "the Ray head's GCS port")
         wait_for(lambda: self.resources().get("GPU", 0) >= gpus and self.alive() == len(self.nodes), 90, name)
 
     @property
@@ -159,6 +162,7 @@ class Cluster:
         for node in reversed(self.nodes):
             stop(node, grace=10)
         shutil.rmtree(self.short, ignore_errors=True)
+        self.kept.close()
 
 
 @pytest.fixture

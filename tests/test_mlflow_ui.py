@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import BIN, free_ports, stop, wait_for
+from tests.processes import BIN, stop, uvicorn_port, wait_for
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright; no `playwright install`)"
@@ -54,27 +54,30 @@ def printed(lines: list[str]) -> tuple[str, str]:
 
 @pytest.fixture
 def mlflow_ui(piped_smoke_sweep, tmp_path):
-    """`mlflow ui` as the sweep printed it, on a free port of 127.0.0.1: (its address, the printed URL)."""
+    """`mlflow ui` as the sweep printed it, on 127.0.0.1 and a port it binds itself (its log says which): (its
+    address, the printed URL)."""
     _, _, lines = piped_smoke_sweep
     command, url = printed(lines)
     assert url.startswith(f"{PRINTED_UI}/"), url
-    port = free_ports(1)[0]
     log = tmp_path / "mlflow-ui.log"
     process = subprocess.Popen(
-        [str(BIN / "mlflow"), *command.split()[1:], "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [str(BIN / "mlflow"), *command.split()[1:], "--host", "127.0.0.1", "--port", "0", "--workers", "1"],
         cwd=tmp_path,  # where it would put artifacts logged through it (none are)
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    address = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
+    def ready() -> str | None:
         assert process.poll() is None, f"mlflow ui exited with {process.returncode}: {log.read_text()[-2000:]}"
-        return urllib.request.urlopen(f"{address}/health", timeout=2).status == 200
+        port = uvicorn_port(log)
+        if port is None:
+            return None
+        address = f"http://127.0.0.1:{port}"
+        return address if urllib.request.urlopen(f"{address}/health", timeout=2).status == 200 else None
 
     try:
-        wait_for(ready, 120, "mlflow ui")
+        address = wait_for(ready, 120, "mlflow ui")
         yield address, url
     finally:
         stop(process)

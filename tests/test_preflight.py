@@ -18,7 +18,7 @@ from sweep import run
 from sweep.catalog import build_sweep
 from sweep.tracking import TrialOutcome, reconcile_results
 from tests.datasets import write_mnist
-from tests.processes import free_ports
+from tests.processes import closed_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 MNIST_FILES = (
@@ -35,10 +35,17 @@ def mnist_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture
+def closed():
+    """A port of 127.0.0.1 that refuses connections for the whole test (tests.processes.closed_port)."""
+    with closed_port() as port:
+        yield port
+
+
 @pytest.fixture(autouse=True)
-def no_download(monkeypatch):
+def no_download(monkeypatch, closed):
     """A download of MNIST fails at once, online or not: its mirrors are a closed local port."""
-    monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [f"http://127.0.0.1:{closed}/"])
 
 
 def listing(folder: Path) -> list[str]:
@@ -189,9 +196,9 @@ def test_a_read_only_storage_folder_stops(tmp_path, mnist_root, dry):
         ),
     ],
 )
-def test_an_unusable_tracking_store_stops(tmp_path, capsys, mnist_root, dry, uri, message):
+def test_an_unusable_tracking_store_stops(tmp_path, capsys, mnist_root, closed, dry, uri, message):
     (tmp_path / "file").write_text("not a folder")
-    uri = uri.format(tmp=tmp_path, port=free_ports(1)[0])
+    uri = uri.format(tmp=tmp_path, port=closed)
     args = ["lenet", "--storage", str(tmp_path / "store"), "--tracking-uri", uri, "--data-root", str(mnist_root), *dry]
     fails_with_one_line(capsys, tmp_path, args, message.format(uri=uri, tmp=tmp_path))
 
@@ -250,8 +257,8 @@ def test_a_postgresql_store_without_its_driver_names_the_extra_and_never_the_pas
         "resume",
     ],
 )
-def test_impossible_options_stop(tmp_path, capsys, mnist_root, dry, option, message):
-    port = free_ports(1)[0]
+def test_impossible_options_stop(tmp_path, capsys, mnist_root, closed, dry, option, message):
+    port = closed
     option = [text.format(port=port) for text in option]
     args = ["lenet", "--storage", str(tmp_path / "store"), "--data-root", str(mnist_root), *option, *dry]
     fails_with_one_line(capsys, tmp_path, args, message.format(port=port, tmp=tmp_path))
@@ -415,9 +422,9 @@ def test_a_damaged_sweep_record_stops_a_continued_sweep(tmp_path, capsys, mnist_
     ids=["storage", "data-root", "tracking-uri", "ray-address"],
 )
 def test_each_environment_default_is_used_when_its_option_is_absent(
-    tmp_path, capsys, mnist_root, monkeypatch, dry, variable, value, message
+    tmp_path, capsys, mnist_root, monkeypatch, closed, dry, variable, value, message
 ):
-    port = free_ports(1)[0]  # closed: nothing listens there once the probe socket is gone
+    port = closed
     value = value.format(tmp=tmp_path, port=port)
     monkeypatch.setenv(variable, value)
     args = ["lenet", "--profile", "smoke", *dry]

@@ -15,7 +15,7 @@ import pytest
 
 from sweep.cluster import check_token, reach_ray
 from tests.datasets import write_mnist
-from tests.processes import BIN, free_ports, stop, wait_for
+from tests.processes import BIN, ray_gcs_port, reserved_port, stop, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 TOKEN = "tests-only-ray-auth-token"
@@ -31,9 +31,11 @@ def environment(home: Path, **env: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_head(tmp_path: Path, home: Path, **env: str):
-    """A ``ray start --head`` on free ports with ``home`` as its user's home and ``env`` added to a clean
-    environment, for the ``with`` block: its GCS address (127.0.0.1:PORT). Stopped after it, even on failure."""
-    gcs, client, *agent = free_ports(5)
+    """A ``ray start --head`` with ``home`` as its user's home and ``env`` added to a clean environment, for the
+    ``with`` block: its GCS address (127.0.0.1:PORT). Stopped after it, even on failure. Ray binds its ports
+    itself (0) and says which, but for its Ray client server, which takes no 0 (and would take 10001, as the
+    other head of this module's would): it gets a port this test keeps (tests.processes.reserved_port)."""
+    keep = contextlib.ExitStack()
     # Ray's socket paths must stay under 108 bytes: its temp dir goes in a short folder of its own.
     short = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     head = subprocess.Popen(
@@ -41,12 +43,10 @@ def running_head(tmp_path: Path, home: Path, **env: str):
             str(BIN / "ray"),
             "start",
             "--head",
-            f"--port={gcs}",
+            "--port=0",
             "--include-dashboard=false",
-            f"--ray-client-server-port={client}",
-            f"--dashboard-agent-listen-port={agent[0]}",
-            f"--dashboard-agent-grpc-port={agent[1]}",
-            f"--metrics-export-port={agent[2]}",
+            f"--ray-client-server-port={keep.enter_context(reserved_port())}",
+            "--dashboard-agent-listen-port=0",
             f"--temp-dir={short}",
             "--num-cpus=1",
             "--block",
@@ -59,11 +59,20 @@ def running_head(tmp_path: Path, home: Path, **env: str):
         start_new_session=True,
     )
     try:
-        wait_for(lambda: socket.create_connection(("127.0.0.1", gcs), timeout=2).close() or True, 90, "Ray's GCS")
-        yield f"127.0.0.1:{gcs}"
+
+        def gcs_up() -> int | None:
+            assert head.poll() is None, f"the Ray head exited: {(tmp_path / 'head.log').read_text()[-3000:]}"
+            gcs = ray_gcs_port(short)
+            if gcs is None:
+                return None
+            socket.create_connection(("127.0.0.1", gcs), timeout=2).close()
+            return gcs
+
+        yield f"127.0.0.1:{wait_for(gcs_up, 90, 'Ray GCS')}"
     finally:
         stop(head, grace=5)
         shutil.rmtree(short, ignore_errors=True)
+        keep.close()
 
 
 @pytest.fixture(scope="module")

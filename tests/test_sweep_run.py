@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -12,14 +13,17 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pyarrow.fs
 import pytest
 import torch
 
 from sweep.aggregate import main as aggregate_main
 from sweep.catalog import build_sweep
+from sweep.checkpoints import CHECKPOINT_FILE, checkpoint_names
 from sweep.metrics import EPOCH_METRICS, noise_metric, parse_noise_metric
 from sweep.run import main
 from tests.datasets import cifar_checksums_disabled, write_cifar, write_mnist
+from tests.processes import closed_port, freeze_if_training, trial_worker, trials_held_in_training, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -89,21 +93,21 @@ def test_missing_data_stops_with_what_to_put_where(tmp_path):
 
 
 def test_unreachable_tracking_server_stops_early(tmp_path, mnist_root):
-    result = run_cli(
-        "lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--tracking-uri", "http://127.0.0.1:9"
-    )
+    with closed_port() as port:
+        uri = f"http://127.0.0.1:{port}"
+        result = run_cli("lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--tracking-uri", uri)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith(
-        "sweep.run: error: cannot reach the MLflow tracking server at http://127.0.0.1:9"
-    )
+    assert result.stderr.strip().startswith(f"sweep.run: error: cannot reach the MLflow tracking server at {uri}")
 
 
 def test_an_unreachable_ray_cluster_stops_with_one_line_and_records_no_sweep(tmp_path, mnist_root):
-    result = run_cli("lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--address", "127.0.0.1:9")
+    with closed_port() as port:
+        address = f"127.0.0.1:{port}"
+        result = run_cli("lenet", "--storage", str(tmp_path), "--data-root", str(mnist_root), "--address", address)
     assert result.returncode == 2
     assert (
         result.stderr.strip().splitlines()[-1]
-        == "sweep.run: error: cannot reach the Ray cluster at 127.0.0.1:9: Connection refused"
+        == f"sweep.run: error: cannot reach the Ray cluster at {address}: Connection refused"
     )
     assert not (tmp_path / "lenet.sweep.json").exists() and not (tmp_path / "lenet").exists()
 
@@ -161,18 +165,16 @@ def assert_one_finished_run_per_trial(storage: Path, sweep: str, specs, noise_le
 
 
 def test_lenet_smoke_sweep_with_4_concurrent_trials_loses_no_run(ray_cluster, tmp_path, mnist_root):
-    # Six epochs (about 3 s a trial here), so that each trial outlasts the start of the other three by
-    # seconds (about 0.9 s apart here) and all four slots are busy at once.
     epochs = 6
-    code = main(smoke_args(tmp_path, mnist_root, "--max-concurrent", "4", "--set", f"epochs={epochs}"))
+    # The four slots (4 Ray CPUs) used at once, by a condition, not by how long trials take here: each trial
+    # is caught in training and held there (its worker stopped) until a fourth is; then all four go on.
+    with trials_held_in_training(tmp_path / "lenet", epochs, trials=8, count=4) as held:
+        code = main(smoke_args(tmp_path, mnist_root, "--max-concurrent", "4", "--set", f"epochs={epochs}"))
     assert code == 0
+    assert len(held) == 4, f"only {sorted(held)} were caught in training at once"
     specs = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", epochs)])
     runs = assert_one_finished_run_per_trial(tmp_path, "lenet", specs, noise_levels=24)
     assert {run.data.params["model"] for run in runs} == {"A", "B", "C", "D", "PA", "PB", "PC", "PD"}
-    # The four slots were used at once: some moment lies inside four runs.
-    spans = [(run.info.start_time, run.info.end_time) for run in runs]
-    overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
-    assert overlap == 4, sorted((s - spans[0][0], e - spans[0][0]) for s, e in spans)
 
     again = main(smoke_args(tmp_path, mnist_root, "--set", f"epochs={epochs}"))
     assert again == 2  # an existing sweep is continued with --resume only
@@ -268,7 +270,7 @@ def test_resume_needs_a_sweep_and_the_same_options(tmp_path, mnist_root, capsys)
 
 
 def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, mnist_root):
-    epochs = 24  # killed after epoch 1: seconds of training left (a smoke epoch takes ~0.3 s), no race with its end
+    epochs = 8
     args = smoke_args(tmp_path, mnist_root, "--max-concurrent", "2", "--set", f"epochs={epochs}")
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweep.run", *args, "--address", ray_cluster],
@@ -276,16 +278,19 @@ def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    first = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", epochs)])[0]
-    progress = tmp_path / "lenet" / first.key / "result.json"
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not (
-            progress.exists() and "\n" in progress.read_text()
-        ):  # a whole first line
-            time.sleep(0.1)
-        worker = json.loads(progress.read_text().splitlines()[0])["pid"]  # Tune records each trial's pid
-        os.kill(worker, signal.SIGKILL)
+
+        def caught() -> tuple[str, int] | None:
+            """A trial caught in training, its worker stopped (tests.processes.freeze_if_training): key, worker."""
+            assert driver.poll() is None, "the sweep ended before a trial was caught in training"
+            for folder in sorted(result.parent for result in (tmp_path / "lenet").glob("*/result.json")):
+                worker = trial_worker(folder)
+                if worker is not None and freeze_if_training(folder, worker, epochs):
+                    return folder.name, worker
+            return None
+
+        key, worker = wait_for(caught, 180, "a trial caught in training")
+        os.kill(worker, signal.SIGKILL)  # the trial's worker dies in training, whatever the trial has left
         assert driver.wait(timeout=300) == 0
     finally:
         if driver.poll() is None:
@@ -293,13 +298,13 @@ def test_a_trial_whose_worker_dies_resumes_from_its_last_checkpoint(ray_cluster,
     runs = {run.data.tags["trial_key"]: run for run in runs_of(tmp_path, "lenet")}
     assert len(runs) == 8 and all(run.info.status == "FINISHED" for run in runs.values())
     history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
-        runs[first.key].info.run_id, "train_loss"
+        runs[key].info.run_id, "train_loss"
     )
     steps = sorted(m.step for m in history)
-    # Restarted from the checkpoint of epoch 1, not from scratch: epoch 1 was trained (and logged) once.
+    # Restarted from its newest checkpoint (of epoch 1 or later), not from scratch: epoch 1 was trained once.
     assert steps.count(1) == 1 and steps[-1] == epochs
-    assert runs[first.key].data.tags["restarts"] == "1"
-    assert all("restarts" not in run.data.tags for key, run in runs.items() if key != first.key)
+    assert runs[key].data.tags["restarts"] == "1"
+    assert all("restarts" not in run.data.tags for other, run in runs.items() if other != key)
 
 
 def test_trials_that_require_gpus_on_a_cluster_without_any_stop_with_one_line(
@@ -392,12 +397,266 @@ def test_dry_run_on_a_machine_without_gpus_plans_fp32_cpu_trials(mnist_root):
             "sweep.run: error: with a remote --storage (s3://bucket/sweeps), pass --tracking-uri (an MLflow server)",
         ),
         (
-            ["--storage", "nosuchfs://x/y", "--tracking-uri", "http://127.0.0.1:9"],
+            ["--storage", "nosuchfs://x/y", "--tracking-uri", "http://127.0.0.1:{closed}"],
             "sweep.run: error: cannot read the storage nosuchfs://x/y:",
         ),
     ],
 )
 def test_unusable_storage_stops_with_one_line(args, message):
-    result = run_cli("lenet", *args)
+    with closed_port() as port:
+        result = run_cli("lenet", *[arg.format(closed=port) for arg in args])
     assert result.returncode == 2
     assert result.stderr.strip().startswith(message) and "\n" not in result.stderr.strip()
+
+
+# --- --verbose ------------------------------------------------------------------------------------
+
+
+def test_quiet_libraries_quiets_ray_tune_and_mlflow_unless_verbose(monkeypatch):
+    import logging
+
+    from sweep.console import QUIETED_LOGGERS, quiet_libraries
+
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    for name in QUIETED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG)  # put back after the test (tests/conftest.py)
+
+    quiet_libraries(True)  # --verbose: Ray's, Tune's and MLflow's output as they make it
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ
+    assert {name: logging.getLogger(name).level for name in QUIETED_LOGGERS} == dict.fromkeys(
+        QUIETED_LOGGERS, logging.DEBUG
+    )
+
+    quiet_libraries(False)
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"  # Tune's old reporter, silent at verbose=0
+    assert {name: logging.getLogger(name).level for name in QUIETED_LOGGERS} == QUIETED_LOGGERS
+    assert {"ray", "ray.tune", "mlflow"} <= set(QUIETED_LOGGERS)
+
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")
+    quiet_libraries(False)
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"  # a user's own setting wins
+
+
+def test_the_quiet_console_drops_tunes_traceback_of_a_failed_trial_and_nothing_else(caplog):
+    import logging
+
+    from sweep.console import quiet_libraries
+
+    quiet_libraries(False)
+    quiet_libraries(False)  # twice: one filter per logger, not two
+    controller, tune_run = logging.getLogger("ray.tune.execution.tune_controller"), logging.getLogger("ray.tune.tune")
+    assert (len(controller.filters), len(tune_run.filters)) == (1, 1)
+    with caplog.at_level(logging.ERROR):
+        controller.error("Trial task failed for trial lenet_A", exc_info=RuntimeError("stopped in epoch 2"))
+        tune_run.error("Trials did not complete: %s", ["lenet_A"])
+        controller.error("Trial lenet_B: something else went wrong")
+    assert [record.getMessage() for record in caplog.records] == ["Trial lenet_B: something else went wrong"]
+
+
+def test_verbose_leaves_tunes_own_output_and_the_log_levels_alone(ray_cluster, tmp_path, mnist_root, capsys):
+    import logging
+
+    from sweep.console import QUIETED_LOGGERS
+
+    levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
+    os.environ.pop("RAY_AIR_NEW_OUTPUT", None)  # put back after the test (tests/conftest.py)
+    args = smoke_args(tmp_path, mnist_root, "--verbose", "--set", "max_train_batches=5")
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert {name: logging.getLogger(name).level for name in QUIETED_LOGGERS} == levels
+    assert "RAY_AIR_NEW_OUTPUT" not in os.environ
+    # Tune's own reporter (its default, new one): where the results are, and its status tables.
+    assert any(line.startswith("View detailed results here: ") for line in out), out
+    assert any(line.startswith("Trial status: ") for line in out), out
+    assert "8 of 8 trials finished" in out  # and the sweep's own lines too
+
+
+# --- --gpus none ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gpus", "planned", "precision"),
+    [
+        ("auto", "GPU trials (--gpus auto), planned from this machine, for a local Ray", "H200: bf16 trains LeNet"),
+        ("none", "CPU-only trials (--gpus none), planned from the option: no trial asks for a GPU", "CPU trials"),
+    ],
+)
+def test_gpus_none_plans_cpu_only_trials_on_a_machine_whose_gpu_torch_can_use(
+    tmp_path, mnist_root, monkeypatch, capsys, gpus, planned, precision
+):
+    monkeypatch.setattr("sweep.run.ray_running_here", lambda: False)  # a local Ray, even if a test joined one
+    monkeypatch.setattr("sweep.devices.cuda_problem", lambda: None)  # as if torch could use a GPU here
+    assert main(smoke_args(tmp_path / "store", mnist_root, "--gpus", gpus, "--dry-run")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3:-1] == ["8 trials", planned]
+    assert lines[-1].startswith("precision fp32 for A, B, C, D, PA, PB, PC, PD: ")
+    assert precision in lines[-1]
+    assert not (tmp_path / "store").exists()
+
+
+def test_gpus_none_on_a_cpu_only_cluster_plans_cpu_only_trials(ray_cluster, tmp_path, mnist_root, capsys):
+    assert main(smoke_args(tmp_path / "store", mnist_root, "--gpus", "none", "--dry-run")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3] == "8 trials"
+    # Not "planned from this machine, for a local Ray", as it said: the trials run on the Ray joined.
+    assert lines[-2] == "CPU-only trials (--gpus none), planned from the option: no trial asks for a GPU"
+    assert lines[-1] == "precision fp32 for A, B, C, D, PA, PB, PC, PD: CPU trials"
+
+
+# --- --max-failures 0; --resume of a trial whose checkpoint does not load, or beside a mend's leftover ---
+
+FAILING_SET = ("--set", "epochs=2", "--set", "max_train_batches=10")  # 2 epochs of 10 steps: never judged
+FAILING_SPECS = build_sweep("lenet", profile="smoke", overrides=[(None, "epochs", 2), (None, "max_train_batches", 10)])
+RAISES = FAILING_SPECS[0]
+assert RAISES.model.name == "A"
+
+
+def a_raises_in_epoch_2(config, datasets):
+    """sweep.trainable.train_trial, but the first attempt of LeNet A raises RuntimeError as it is about to
+    report epoch 2 (epoch 1 reported and checkpointed): an attempt restarted from that checkpoint finishes."""
+    from unittest import mock
+
+    from sweep import trainable
+    from sweep.specs import TrialSpec
+
+    if TrialSpec.from_config(config).model.name != "A" or trainable.tune.get_checkpoint() is not None:
+        return trainable.train_trial(config, datasets)
+    report = trainable.tune.report
+
+    def report_or_raise(metrics, **kwargs):
+        if metrics.get("epoch") == 2:
+            raise RuntimeError("stopped in epoch 2")
+        report(metrics, **kwargs)
+
+    with mock.patch.object(trainable.tune, "report", report_or_raise):
+        return trainable.train_trial(config, datasets)
+
+
+# `python -m sweep.run` whose trials run a_raises_in_epoch_2 (Tune resumes a sweep with the trainable it began with).
+FAILING_DRIVER = (
+    "import sys\n"
+    "import sweep.trainable\n"
+    "from tests.test_sweep_run import a_raises_in_epoch_2\n"
+    "sweep.trainable.train_trial = a_raises_in_epoch_2\n"
+    "from sweep.run import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def run_failing_driver(storage: Path, data_root: Path, address: str, *extra: str) -> subprocess.CompletedProcess:
+    """The smoke LeNet sweep of FAILING_SET run by a FAILING_DRIVER of its own on the Ray at ``address``, its
+    output piped (plain lines, as a user's piped to a file)."""
+    args = smoke_args(storage, data_root, *FAILING_SET, "--address", address, *extra)
+    return subprocess.run(
+        [sys.executable, "-c", FAILING_DRIVER, *args], cwd=PROJECT, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def failed_trial_sweep(ray_cluster, tmp_path_factory, mnist_root):
+    """The sweep of run_failing_driver with --max-failures 0: (its storage, the finished driver). Tests that
+    change the storage work on a copy."""
+    storage = tmp_path_factory.mktemp("failed") / "store"
+    return storage, run_failing_driver(storage, mnist_root, ray_cluster, "--max-failures", "0")
+
+
+def epochs_reported(trial: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (trial / "result.json").read_text().splitlines()]
+
+
+def output_of(done: subprocess.CompletedProcess) -> str:
+    return f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
+def test_max_failures_0_ends_a_trial_that_raises_failed_without_a_restart_and_the_others_finish(
+    failed_trial_sweep,
+):
+    storage, done = failed_trial_sweep
+    assert done.returncode == 1, output_of(done)  # README: 1, with one line per failed or diverged trial
+    err, out = done.stderr.splitlines(), done.stdout.splitlines()
+    assert [line for line in err if line.startswith("FAILED")] == [
+        f"FAILED {RAISES.key} (A on mnist, seed 0): RuntimeError: stopped in epoch 2"
+    ]
+    assert "7 of 8 trials finished" in out
+    assert not [line for line in out + err if "restart" in line]
+    assert not [line for line in out if line.startswith(("Trial status: ", "View detailed results here: "))]
+    runs = {run.data.tags["trial_key"]: run for run in runs_of(storage, "lenet")}
+    assert {key: run.info.status for key, run in runs.items()} == {
+        spec.key: "FAILED" if spec == RAISES else "FINISHED" for spec in FAILING_SPECS
+    }
+    assert all("restarts" not in run.data.tags for run in runs.values())
+    # One attempt: epoch 1 reported and checkpointed, epoch 2 never (a restart would have finished it).
+    trial = storage / "lenet" / RAISES.key
+    assert epochs_reported(trial) == [1]
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == ["checkpoint_000000"]
+
+
+def test_resume_of_a_trial_whose_only_checkpoint_does_not_load(failed_trial_sweep, ray_cluster, tmp_path, mnist_root):
+    original, _ = failed_trial_sweep
+    storage = tmp_path / "store"
+    shutil.copytree(original, storage)
+    checkpoint = storage / "lenet" / RAISES.key / "checkpoint_000000" / CHECKPOINT_FILE
+    whole = checkpoint.read_bytes()
+    checkpoint.write_bytes(whole[: len(whole) // 2])  # cut short: no checkpoint of the trial loads
+
+    done = run_failing_driver(storage, mnist_root, ray_cluster, "--resume")
+    # What it does (pinned, not what it should): the trial is tried again from the checkpoint Tune's state names,
+    # which does not load: it fails again (--max-failures 0 as the sweep started), with one line; the
+    # finished trials are kept, not trained again. The checkpoint stays as it is, and no mend is made (the
+    # file is there): every later --resume fails the trial the same way.
+    assert done.returncode == 1, output_of(done)
+    err, out = done.stderr.splitlines(), done.stdout.splitlines()
+    failed = [line for line in err if line.startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].startswith(
+        f"FAILED {RAISES.key} (A on mnist, seed 0): RuntimeError: PytorchStreamReader failed reading zip archive"
+    )
+    assert "7 of 8 trials finished" in out
+    assert [line.split("] ", 1)[1] for line in out if " started" in line] == [f"{RAISES.key} (A, seed 0) started"]
+    assert not [line for line in out if "resumes from" in line]
+    assert checkpoint.read_bytes() == whole[: len(whole) // 2]
+    runs = {run.data.tags["trial_key"]: run.info.status for run in runs_of(storage, "lenet")}
+    assert runs == {spec.key: "FAILED" if spec == RAISES else "FINISHED" for spec in FAILING_SPECS}
+    assert epochs_reported(storage / "lenet" / RAISES.key) == [1]
+
+
+def test_resume_ignores_a_leftover_mend_folder_and_never_takes_it_for_a_checkpoint(
+    failed_trial_sweep, ray_cluster, tmp_path, mnist_root
+):
+    original, _ = failed_trial_sweep
+    storage = tmp_path / "store"
+    shutil.copytree(original, storage)
+    trial = storage / "lenet" / RAISES.key
+    # What an older engine's mend cut short left: a whole checkpoint under a hidden name newer than the named one.
+    leftover = trial / ".mend-checkpoint_000005"
+    shutil.copytree(trial / "checkpoint_000000", leftover)
+
+    done = run_failing_driver(storage, mnist_root, ray_cluster, "--resume")
+    assert done.returncode == 0, output_of(done)
+    out = done.stdout.splitlines()
+    assert "8 of 8 trials finished" in out and not [line for line in out if "resumes from" in line]
+    # The trial went on from the checkpoint Tune's state names (epoch 1), not from the leftover: epoch 2 only.
+    assert epochs_reported(trial) == [1, 2]
+    history = mlflow.MlflowClient(f"sqlite:///{storage / 'mlflow.db'}").get_metric_history(
+        next(r for r in runs_of(storage, "lenet") if r.data.tags["trial_key"] == RAISES.key).info.run_id, "train_loss"
+    )
+    assert sorted(m.step for m in history) == [1, 2]
+    assert {run.info.status for run in runs_of(storage, "lenet")} == {"FINISHED"}
+    # The leftover is left as it was, beside the trial's two checkpoints, and no reader takes it for one.
+    filesystem, folder = pyarrow.fs.FileSystem.from_uri(str(trial))
+    assert checkpoint_names(filesystem, folder) == ["checkpoint_000001", "checkpoint_000000"]
+    assert sorted(p.name for p in trial.iterdir() if p.is_dir()) == [
+        ".mend-checkpoint_000005",
+        "checkpoint_000000",
+        "checkpoint_000001",
+    ]
+    assert (leftover / CHECKPOINT_FILE).read_bytes() == (
+        original / "lenet" / RAISES.key / "checkpoint_000000" / CHECKPOINT_FILE
+    ).read_bytes()
+    final = torch.load(trial / "checkpoint_000001" / CHECKPOINT_FILE, weights_only=True)
+    assert final["epoch"] == 2 and final["final_metrics"] is not None
+
+
+def test_a_failed_trial_is_one_line_on_the_console_not_tunes_traceback(failed_trial_sweep):
+    _, done = failed_trial_sweep
+    assert done.returncode == 1, output_of(done)
+    assert done.stderr.splitlines() == [f"FAILED {RAISES.key} (A on mnist, seed 0): RuntimeError: stopped in epoch 2"]

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import mlflow
@@ -28,7 +27,7 @@ from sweep.storage import SweepStorage
 from sweep.tracking import Tracker, check_store
 from sweep.training import EpochStats
 from tests.datasets import write_mnist
-from tests.processes import free_ports, kill, start_mlflow_server, stop, wait_for
+from tests.processes import kill, reserved_port, start_mlflow_server, stop, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 SPEC = build_sweep("lenet", profile="smoke")[0]
@@ -350,7 +349,13 @@ def reported_epochs(storage: Path) -> int:
     return sum(len(p.read_text().splitlines()) for p in (storage / "lenet").glob("*/result.json"))
 
 
-MLFLOW_GIVES_UP_S = 3  # MLflow's client retries a request this long with sweep.run's MLFLOW_HTTP_REQUEST_* defaults
+@pytest.fixture
+def mlflow_port():
+    """A port kept for the test's MLflow server (tests.processes.reserved_port), which the test kills and starts
+    again there: the driver must find its tracking server back at the URI it has (sweep.run takes no other
+    address mid-sweep), so the port stays the test's between the two, for no other process to take."""
+    with reserved_port() as port:
+        yield port
 
 
 def writer_reports_unavailable(log: Path, uri: str) -> bool:
@@ -360,10 +365,10 @@ def writer_reports_unavailable(log: Path, uri: str) -> bool:
     return text.rfind(f"MLflow at {uri} unavailable since") > text.rfind(f"MLflow at {uri} is back after")
 
 
-def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cluster, tmp_path, mnist_root):
-    port = free_ports(1)[0]
-    uri = f"http://127.0.0.1:{port}"
-    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
+def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(
+    ray_cluster, tmp_path, mnist_root, mlflow_port
+):
+    server, uri = start_mlflow_server(tmp_path / "server", tmp_path / "mlflow.log", port=mlflow_port, workers=1)
     epochs = 8
     driver = start_driver(
         sweep_args(tmp_path / "store", mnist_root, epochs, "--tracking-uri", uri), ray_cluster, tmp_path / "driver.log"
@@ -371,11 +376,12 @@ def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cl
     try:
         wait_for(lambda: logged_epochs(uri) >= 2, 180, "the first epochs in MLflow")
         kill(server)
-        outage_start, before = time.monotonic(), reported_epochs(tmp_path / "store")
-        # MLflow's client gives a request up after 2 retries, about 3 s here (sweep.run's defaults). The server
-        # stays away twice as long at least, and until a write has failed (the writer says so) and 8 more epochs
-        # have trained; then it takes seconds to start again. The driver outlives the outage: training, or
-        # waiting up to --tracking-wait at the end.
+        before = reported_epochs(tmp_path / "store")
+        # The server stays away until a write has failed (the writer says so: it says so only of a request that
+        # MLflow's client gave up, its own retries spent against the absent server, so the outage outlasted
+        # them) and 8 more epochs have trained; then it takes seconds to start again. The writer's retries
+        # past MLflow's deliver the waiting writes ("is back after", below). The driver outlives the outage:
+        # training, or waiting up to --tracking-wait at the end.
         wait_for(
             lambda: (
                 writer_reports_unavailable(tmp_path / "driver.log", uri)
@@ -384,9 +390,8 @@ def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cl
             180,
             "the writer's word of the outage, and 8 more epochs",
         )
-        time.sleep(max(0.0, outage_start + 2 * MLFLOW_GIVES_UP_S - time.monotonic()))
-        assert driver.poll() is None and reported_epochs(tmp_path / "store") >= before + 8  # training went on
-        server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
+        assert driver.poll() is None  # training went on
+        server, _ = start_mlflow_server(tmp_path / "server", tmp_path / "mlflow.log", port=mlflow_port, workers=1)
         assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]
         log = (tmp_path / "driver.log").read_text()
         unavailable = re.compile(
@@ -403,10 +408,10 @@ def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(ray_cl
         kill(server)
 
 
-def test_writes_that_wait_when_the_sweep_ends_are_delivered_by_sync(ray_cluster, tmp_path, mnist_root, capsys):
-    port = free_ports(1)[0]
-    uri = f"http://127.0.0.1:{port}"
-    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
+def test_writes_that_wait_when_the_sweep_ends_are_delivered_by_sync(
+    ray_cluster, tmp_path, mnist_root, capsys, mlflow_port
+):
+    server, uri = start_mlflow_server(tmp_path / "server", tmp_path / "mlflow.log", port=mlflow_port, workers=1)
     epochs = 2
     args = sweep_args(tmp_path / "store", mnist_root, epochs, "--tracking-uri", uri)
     driver = start_driver([*args, "--tracking-wait", "3"], ray_cluster, tmp_path / "driver.log")
@@ -423,7 +428,7 @@ def test_writes_that_wait_when_the_sweep_ends_are_delivered_by_sync(ray_cluster,
     assert len(waiting) == 1 and " MLflow writes wait for " in waiting[0] and "again with --sync" in waiting[0]
     assert int(waiting[0].split()[1]) > 0
 
-    server = start_mlflow_server(tmp_path / "server", port, tmp_path / "mlflow.log", workers=1)
+    server, _ = start_mlflow_server(tmp_path / "server", tmp_path / "mlflow.log", port=mlflow_port, workers=1)
     try:
         assert main([*args, "--sync"]) == 0
         assert_every_trial_once(uri, epochs)
@@ -489,11 +494,10 @@ def test_a_driver_that_stops_between_recording_the_sweep_and_starting_tune_resum
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("auth")
-    port = free_ports(1)[0]
-    server = start_mlflow_server(
-        folder / "server", port, folder / "mlflow.log", auth_password="right-password", workers=1
+    server, uri = start_mlflow_server(
+        folder / "server", folder / "mlflow.log", auth_password="right-password", workers=1
     )
-    yield f"http://127.0.0.1:{port}"
+    yield uri
     kill(server)
 
 
@@ -593,17 +597,20 @@ def newest_checkpoint_epoch(trial: Path) -> int:
     return torch.load(folders[-1], weights_only=True)["epoch"] if folders else 0
 
 
-def test_epochs_a_killed_driver_had_not_uploaded_reach_a_moved_tracking_server_once(ray_cluster, tmp_path, mnist_root):
+def test_epochs_a_killed_driver_had_not_uploaded_reach_a_moved_tracking_server_once(
+    ray_cluster, tmp_path, mnist_root, mlflow_port
+):
     """The head is replaced: the driver dies with writes waiting (its tracking server was away), Ray had
     uploaded only the first line of each trial's result.json, and the server comes back at a new address
     with the same database. ``--resume --tracking-uri NEW`` ends with every epoch in MLflow once."""
-    first, moved = free_ports(2)
     server_dir, storage, epochs = tmp_path / "server", tmp_path / "store", 6
     args = sweep_args(storage, mnist_root, epochs)
-    server = start_mlflow_server(server_dir, first, tmp_path / "mlflow.log", workers=1)
-    driver = start_driver([*args, "--tracking-uri", f"http://127.0.0.1:{first}"], ray_cluster, tmp_path / "driver.log")
+    # The first server's port stays the test's (mlflow_port), so that the moved server's (one it binds itself)
+    # is another.
+    server, first = start_mlflow_server(server_dir, tmp_path / "mlflow.log", port=mlflow_port, workers=1)
+    driver = start_driver([*args, "--tracking-uri", first], ray_cluster, tmp_path / "driver.log")
     try:
-        wait_for(lambda: logged_epochs(f"http://127.0.0.1:{first}") >= 1, 180, "the first epoch in MLflow")
+        wait_for(lambda: logged_epochs(first) >= 1, 180, "the first epoch in MLflow")
         kill(server)  # from now on the driver's writes wait in its memory
         wait_for(
             lambda: max(newest_checkpoint_epoch(r.parent) for r in (storage / "lenet").glob("*/result.json")) >= 3,
@@ -627,14 +634,15 @@ def test_epochs_a_killed_driver_had_not_uploaded_reach_a_moved_tracking_server_o
     assert unfinished and all(logged.get(key, []) != list(range(1, epochs + 1)) for key in unfinished)
     assert any(set(range(2, checkpointed[key] + 1)) - set(logged.get(key, [])) for key in unfinished)
 
-    server = start_mlflow_server(server_dir, moved, tmp_path / "mlflow.log", workers=1)
+    server, moved = start_mlflow_server(server_dir, tmp_path / "mlflow.log", workers=1)
+    assert moved != first
     try:
-        assert main([*args, "--resume", "--tracking-uri", f"http://127.0.0.1:{moved}"]) == 0
-        assert_every_trial_once(f"http://127.0.0.1:{moved}", epochs)
+        assert main([*args, "--resume", "--tracking-uri", moved]) == 0
+        assert_every_trial_once(moved, epochs)
     finally:
         kill(server)
     record = json.loads((storage / "lenet.sweep.json").read_text())
-    assert record["tracking_uri"] == f"http://127.0.0.1:{moved}"
+    assert record["tracking_uri"] == moved
 
 
 def write_started_sweep(storage: Path, tracking_uri: str, launch: str) -> list[str]:
