@@ -76,9 +76,11 @@ def lose_the_named_checkpoints(storage: str) -> list[str]:
         if trial.status == "TERMINATED" or named is None:
             continue
         filesystem, folder = named.filesystem, named.path.rsplit("/", 1)[0]
-        newer = f"{folder}/checkpoint_{int(named.path.rsplit('_', 1)[1]) + 10:06d}"
-        pyarrow.fs.copy_files(named.path, newer, source_filesystem=filesystem, destination_filesystem=filesystem)
-        filesystem.delete_dir(named.path)
+        # Tune may already have deleted it (num_to_keep) after saving the state that names it: the race itself.
+        if filesystem.get_file_info(named.path).type != pyarrow.fs.FileType.NotFound:
+            newer = f"{folder}/checkpoint_{int(named.path.rsplit('_', 1)[1]) + 10:06d}"
+            pyarrow.fs.copy_files(named.path, newer, source_filesystem=filesystem, destination_filesystem=filesystem)
+            filesystem.delete_dir(named.path)
         raced.append(folder.rsplit("/", 1)[1])
     return raced
 

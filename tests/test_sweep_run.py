@@ -565,6 +565,16 @@ def failed_trial_sweep(ray_cluster, tmp_path_factory, mnist_root):
     return storage, run_failing_driver(storage, mnist_root, ray_cluster, "--max-failures", "0")
 
 
+@pytest.fixture
+def failed_trial_store(ray_cluster, tmp_path, mnist_root) -> Path:
+    """The storage of a sweep of its own as in failed_trial_sweep, for a test that resumes it. Not a copy of
+    another test's: Tune stages a restored sweep's trial files in the Ray session, in a folder named by the
+    sweep's first launch, so two copies of one store resumed on one Ray share that folder."""
+    storage = tmp_path / "store"
+    run_failing_driver(storage, mnist_root, ray_cluster, "--max-failures", "0")
+    return storage
+
+
 def epochs_reported(trial: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (trial / "result.json").read_text().splitlines()]
 
@@ -596,10 +606,8 @@ def test_max_failures_0_ends_a_trial_that_raises_failed_without_a_restart_and_th
     assert sorted(p.name for p in trial.glob("checkpoint_*")) == ["checkpoint_000000"]
 
 
-def test_resume_of_a_trial_whose_only_checkpoint_does_not_load(failed_trial_sweep, ray_cluster, tmp_path, mnist_root):
-    original, _ = failed_trial_sweep
-    storage = tmp_path / "store"
-    shutil.copytree(original, storage)
+def test_resume_of_a_trial_whose_only_checkpoint_does_not_load(failed_trial_store, ray_cluster, mnist_root):
+    storage = failed_trial_store
     checkpoint = storage / "lenet" / RAISES.key / "checkpoint_000000" / CHECKPOINT_FILE
     whole = checkpoint.read_bytes()
     checkpoint.write_bytes(whole[: len(whole) // 2])  # cut short: no checkpoint of the trial loads
@@ -625,15 +633,14 @@ def test_resume_of_a_trial_whose_only_checkpoint_does_not_load(failed_trial_swee
 
 
 def test_resume_ignores_a_leftover_mend_folder_and_never_takes_it_for_a_checkpoint(
-    failed_trial_sweep, ray_cluster, tmp_path, mnist_root
+    failed_trial_store, ray_cluster, mnist_root
 ):
-    original, _ = failed_trial_sweep
-    storage = tmp_path / "store"
-    shutil.copytree(original, storage)
+    storage = failed_trial_store
     trial = storage / "lenet" / RAISES.key
     # What an older engine's mend cut short left: a whole checkpoint under a hidden name newer than the named one.
     leftover = trial / ".mend-checkpoint_000005"
     shutil.copytree(trial / "checkpoint_000000", leftover)
+    named = (trial / "checkpoint_000000" / CHECKPOINT_FILE).read_bytes()
 
     done = run_failing_driver(storage, mnist_root, ray_cluster, "--resume")
     assert done.returncode == 0, output_of(done)
@@ -654,9 +661,7 @@ def test_resume_ignores_a_leftover_mend_folder_and_never_takes_it_for_a_checkpoi
         "checkpoint_000000",
         "checkpoint_000001",
     ]
-    assert (leftover / CHECKPOINT_FILE).read_bytes() == (
-        original / "lenet" / RAISES.key / "checkpoint_000000" / CHECKPOINT_FILE
-    ).read_bytes()
+    assert (leftover / CHECKPOINT_FILE).read_bytes() == named
     final = torch.load(trial / "checkpoint_000001" / CHECKPOINT_FILE, weights_only=True)
     assert final["epoch"] == 2 and final["final_metrics"] is not None
 
