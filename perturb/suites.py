@@ -112,6 +112,12 @@ class Noise:
         if self.family == "shot" and not level > 0:
             raise ValueError(f"shot noise peak must be > 0, got {level}")
 
+    def severity(self, level: float) -> float:
+        """A sort key of this noise's levels, the least severe first: a variance grows with the noise, a peak of
+        photons (``shot``) shrinks with it; a contrast C degrades the image both below and above 1, so its levels
+        keep their own order, C = 1 between the two sides (as the paper's Figures 5-7 draw them)."""
+        return -level if self.family == "shot" else level
+
     def apply(self, images: torch.Tensor, level: float, generator: torch.Generator | None) -> torch.Tensor:
         """The noisy copy of ``images`` (N, C, H, W) in [0, 1] at ``level``; same shape and device."""
         noisy = self._unclipped(images, level, generator)

@@ -200,7 +200,8 @@ def load_datasets(
     line) for the first that cannot be had."""
     names = list(dict.fromkeys(names))
     root = resolve_data_root(data_root)
-    if Path(root).expanduser() != DEFAULT_DATA_ROOT and names and not Path(root).expanduser().is_dir():
+    folder = Path(root).expanduser()
+    if folder != DEFAULT_DATA_ROOT and names and not folder.is_dir():
         where = _WHAT_TO_PUT_WHERE[names[0]].format(root=root)
         raise DataUnavailable(f"the data root {root} does not exist: put {where}, or pass --data-root DIR")
     return {name: load_dataset(name, root, download=download) for name in names}

@@ -117,12 +117,8 @@ def _levels(rows: pd.DataFrame) -> list[tuple[str, float]]:
 
 
 def _severity(noise: str, level: float) -> float:
-    """A sort key that puts the least severe level of a noise first: a variance grows with the noise, a peak
-    of photons shrinks with it (shot noise). A contrast C degrades the image both below and above 1: its
-    levels keep their own order, C = 1 between the two sides, as the paper's Figures 5-7 draw them."""
-    if noise != "clean" and Noise.parse(noise).family == "shot":
-        return -level
-    return level
+    """A sort key that puts the least severe level of a noise first (:meth:`perturb.Noise.severity`)."""
+    return level if noise == "clean" else Noise.parse(noise).severity(level)
 
 
 def _noise_key(cell: tuple[str, float]) -> tuple:

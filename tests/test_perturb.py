@@ -448,3 +448,12 @@ def test_the_ops_reject_invalid_parameters_too():
     for peak in (0, -3, float("nan")):
         with pytest.raises(ValueError, match="shot noise peak must be > 0"):
             shot_noise(image, peak)
+
+
+def test_levels_sort_least_severe_first_by_each_noises_severity():
+    def order(noise: str, levels: list[float]) -> list[float]:
+        return sorted(levels, key=Noise.parse(noise).severity)
+
+    assert order("gaussian", [0.5, 0.0, 0.1]) == [0.0, 0.1, 0.5]  # a variance grows with the noise
+    assert order("shot-clip", [3.0, 60.0, 12.0]) == [60.0, 12.0, 3.0]  # fewer photons, more noise
+    assert order("poisson", [2.5, 0.2, 1.0]) == [0.2, 1.0, 2.5]  # a contrast keeps its own order
