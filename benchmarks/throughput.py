@@ -56,7 +56,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models import ModelSpec, build_model
 from sweep.catalog import build_sweep
-from sweep.data import MEAN_STD, DatasetTensors
+from sweep.data import DatasetTensors
+from sweep.datasets import DATASETS
 from sweep.defaults import DEFAULT_OVERHEAD_BUDGET
 from sweep.devices import device_for
 from sweep.precision import default_precision
@@ -161,7 +162,11 @@ def build(spec: ModelSpec, precision: str, device: torch.device) -> tuple[nn.Mod
     channels_last = device.type == "cuda" and spec.arch == "wrn"
     model = build_model(spec).to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     normalize = Normalizer(
-        *MEAN_STD[DATASET[spec.arch]], device=device, enabled=recipe.normalize, channels_last=channels_last
+        DATASETS[DATASET[spec.arch]].mean,
+        DATASETS[DATASET[spec.arch]].std,
+        device=device,
+        enabled=recipe.normalize,
+        channels_last=channels_last,
     )
     return model, normalize, make_optimizer(model, recipe)
 

@@ -14,6 +14,10 @@ run per trial (the latest finished one), and writes to ``--out`` the tables of :
   and seed counts per twin (estimates, no verdicts);
 - ``comparison.parquet`` and ``reading_fit.parquet``: every measured cell beside the paper's number, under
   each reading of the paper's cells, and how well each reading fits;
+- ``search_points.parquet`` and ``search_best_effect.parquet`` (where a push-pull model was trained with two
+  or more (h, alpha): a study's search, or the paper's sensitivity grid): each (h, alpha)'s clean accuracy
+  and search metric (the study's first, else the mean over every noise), the Pareto front and the best, and
+  the best point's paired effect; ``--report`` adds ``search.png``;
 - ``excluded.parquet``: the trials left out (diverged, failed, unfinished) with the reason, and those whose
   params make no recipe (in the tables, not in the push-pull effect);
 - with ``--report``: ``report.md`` and PNG figures (see sweep.report).
@@ -202,11 +206,13 @@ def _claim_lines(claims: pd.DataFrame | None) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     from perturb import PAPER_SUITE, SUITES
-    from sweep.catalog import SWEEPS
+    from sweep.study import StudyError, load_study
 
-    unknown = [name for name in args.sweep if name not in SWEEPS]
-    if unknown:
-        raise UsageError(f"unknown sweep {unknown[0]!r}: expected one of {', '.join(SWEEPS)}")
+    try:  # a built-in study's name, or a study file: the name of its sweep
+        studies = [load_study(name) for name in args.sweep]
+    except StudyError as error:
+        raise UsageError(str(error)) from None
+    args.sweep = [study.name for study in studies]
     suite = args.suite or PAPER_SUITE
     if suite not in SUITES:
         raise UsageError(f"unknown suite {suite!r}: expected one of {', '.join(SUITES)}")
@@ -230,10 +236,23 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
 
     try:
-        aggregation = aggregate(chosen, args.sweep or sweeps, include_incomplete=args.include_incomplete, suite=suite)
+        searches = [study.search for study in studies if study.search is not None]
+        # The points of a study that searched rank by its (first) metric; a grid's, by the mean over every noise.
+        metric, mode = (searches[0].metrics[0], searches[0].modes[0]) if searches else ("noise", "max")
+        aggregation = aggregate(
+            chosen,
+            args.sweep or sweeps,
+            include_incomplete=args.include_incomplete,
+            suite=suite,
+            search_metric=metric,
+            search_mode=mode,
+        )
     except DuplicateResults as error:
         raise UsageError(str(error)) from None
-    if suite == PAPER_SUITE:  # the paper's claims are about the paper's noises
+    from sweep.catalog import STUDIES
+
+    # The paper's claims are about the paper's noises and models: a study of one's own makes its own (the effects).
+    if suite == PAPER_SUITE and all(name in STUDIES for name in args.sweep or sweeps):
         from sweep.claims import claims_table
 
         claims = claims_table(

@@ -37,8 +37,8 @@ import pandas as pd
 from scipy import stats
 
 from models import DEFAULT_ALPHA, DEFAULT_H, plain_name
+from sweep.datasets import DATASETS
 from sweep.defaults import DEFAULT_MARGIN
-from sweep.specs import DATASETS
 from sweep.tables import scored_images
 
 __all__ = ["CLAIMS", "CLAIM_COLUMNS", "Claim", "claims_table", "seeds_to_decide"]

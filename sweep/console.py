@@ -337,14 +337,14 @@ def summary_lines(outcomes: Sequence[TrialOutcome]) -> list[str]:
         groups.setdefault(_model_label(outcome.spec), []).append(outcome)
     rows = [("model", "trials", "clean", *(f"{noise} (mean)" for noise in NOISES), "status")]
     for label, group in groups.items():
-        finished = [o.metrics for o in group if o.status == "finished"]
+        finished = [o.metrics for o in group if o.status in ("finished", "stopped")]
         by_noise: dict[str, list[float]] = {noise: [] for noise in NOISES}
         for metrics in finished:
             for name, value in metrics.items():
                 parsed = parse_noise_metric(name)
                 if parsed is not None and parsed[0] in by_noise:
                     by_noise[parsed[0]].append(float(value))
-        statuses = {s: sum(o.status == s for o in group) for s in ("finished", "diverged", "failed")}
+        statuses = {s: sum(o.status == s for o in group) for s in ("finished", "stopped", "diverged", "failed")}
         status = ", ".join(f"{n} {s}" for s, n in statuses.items() if n)
         clean = _mean([float(m["test_acc"]) for m in finished if "test_acc" in m])
         rows.append((label, str(len(group)), clean, *(_mean(by_noise[n]) for n in NOISES), status))

@@ -23,10 +23,10 @@ import torch
 from torchvision import datasets
 
 from sweep.cli import first_line
+from sweep.datasets import DATASETS
 from sweep.defaults import DEFAULT_DATA_ROOT
 
 __all__ = [
-    "MEAN_STD",
     "DataUnavailable",
     "DatasetTensors",
     "fetch_dataset",
@@ -37,20 +37,36 @@ __all__ = [
 ]
 
 
-# Per-channel mean and std of the training images in [0, 1].
-MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+# torchvision's class of each data set of the table. Three kinds load here: MNIST's (FashionMNIST and KMNIST
+# are subclasses: the same IDX files in {root}/{class}/raw), CIFAR's (CIFAR100 is a subclass of CIFAR10) and SVHN.
+_CLASSES: dict[str, type[datasets.VisionDataset]] = {
+    name: getattr(datasets, info.torchvision_class) for name, info in DATASETS.items()
 }
+_KINDS = (datasets.MNIST, datasets.CIFAR10, datasets.SVHN)
+_SVHN_SPLITS = ("train", "test")
 
-_CLASSES = {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
-_WHAT_TO_PUT_WHERE = {
-    "mnist": "the four MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-    "t10k-labels-idx1-ubyte, or their .gz) in {root}/MNIST/raw",
-    "cifar10": "the extracted cifar-10-python.tar.gz (folder cifar-10-batches-py) in {root}",
-    "cifar100": "the extracted cifar-100-python.tar.gz (folder cifar-100-python) in {root}",
-}
+
+def _kind(name: str) -> type[datasets.VisionDataset]:
+    """Which of :data:`_KINDS` the class of ``name`` is: what says where its files are and how it loads."""
+    cls = _CLASSES[name]
+    for kind in _KINDS:
+        if issubclass(cls, kind):
+            return kind
+    raise ValueError(f"{name}: sweep.data loads no data set of torchvision's class {cls.__name__}")
+
+
+def _what_to_put_where(name: str) -> str:
+    """What a user puts where for ``name``, with ``{root}`` for the data root."""
+    cls, kind = _CLASSES[name], _kind(name)
+    if kind is datasets.MNIST:
+        files = ", ".join(Path(archive).with_suffix("").name for archive, _ in cls.resources)
+        return f"the four {cls.__name__} IDX files ({files}, or their .gz) in {{root}}/{cls.__name__}/raw"
+    if kind is datasets.SVHN:
+        return " and ".join(cls.split_list[split][1] for split in _SVHN_SPLITS) + " in {root}"
+    return f"the extracted {cls.filename} (folder {cls.base_folder}) in {{root}}"
+
+
+_WHAT_TO_PUT_WHERE = {name: _what_to_put_where(name) for name in DATASETS}
 
 
 class DataUnavailable(RuntimeError):
@@ -99,21 +115,35 @@ def fetch_dataset(reference: Any) -> DatasetTensors:
 
 def _as_tensors(split: datasets.VisionDataset) -> tuple[torch.Tensor, torch.Tensor]:
     images = split.data
-    if isinstance(images, torch.Tensor):  # MNIST: (N, H, W)
+    if isinstance(split, datasets.SVHN):  # numpy (N, C, H, W) already, labels 0-9 (torchvision made 10 a 0)
+        return torch.from_numpy(images).contiguous(), torch.as_tensor(split.labels, dtype=torch.int64)
+    if isinstance(images, torch.Tensor):  # MNIST's kind: (N, H, W)
         images = images.unsqueeze(1)
     else:  # CIFAR: numpy (N, H, W, C)
         images = torch.from_numpy(images).permute(0, 3, 1, 2)
     return images.contiguous(), torch.as_tensor(split.targets, dtype=torch.int64)
 
 
+def _splits(name: str, root: Path, download: bool) -> tuple[datasets.VisionDataset, datasets.VisionDataset]:
+    """The training and the test split of ``name`` through its torchvision class (SVHN names its splits)."""
+    cls = _CLASSES[name]
+    if _kind(name) is datasets.SVHN:
+        train, test = _SVHN_SPLITS
+        return cls(str(root), split=train, download=download), cls(str(root), split=test, download=download)
+    return cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
+
+
 def _files(name: str, root: Path) -> tuple[list[Path], list[Path]]:
     """The files torchvision's class for ``name`` loads from ``root`` without downloading, and the archives
-    from which its ``download=True`` makes them without a network (it extracts an archive that is there)."""
-    cls = _CLASSES[name]
-    if name == "mnist":
+    from which its ``download=True`` makes them without a network (it extracts an archive that is there;
+    SVHN's files are what it downloads, with no archive)."""
+    cls, kind = _CLASSES[name], _kind(name)
+    if kind is datasets.MNIST:
         raw = root / cls.__name__ / "raw"
         archives = [raw / archive for archive, _ in cls.resources]
         return [path.with_suffix("") for path in archives], archives
+    if kind is datasets.SVHN:
+        return [root / cls.split_list[split][1] for split in _SVHN_SPLITS], []
     folder = root / cls.base_folder
     names = [entry[0] for entry in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     return [folder / file for file in names], [root / cls.filename]
@@ -122,8 +152,13 @@ def _files(name: str, root: Path) -> tuple[list[Path], list[Path]]:
 def _new_paths(name: str, root: Path) -> list[Path]:
     """The paths a download of ``name`` into ``root`` may create that do not exist now: what to remove when
     it fails, so that a failed download leaves nothing behind."""
-    cls = _CLASSES[name]
-    candidates = [root / cls.__name__] if name == "mnist" else [root / cls.base_folder, root / cls.filename]
+    cls, kind = _CLASSES[name], _kind(name)
+    if kind is datasets.MNIST:
+        candidates = [root / cls.__name__]
+    elif kind is datasets.SVHN:
+        candidates = _files(name, root)[0]
+    else:
+        candidates = [root / cls.base_folder, root / cls.filename]
     top = root
     while not top.parent.exists() and top.parent != top:
         top = top.parent
@@ -139,7 +174,7 @@ def _remove(paths: list[Path]) -> None:
 
 
 def load_dataset(name: str, root: str | Path, download: bool = True) -> DatasetTensors | None:
-    """Load ``name`` (``mnist``, ``cifar10``, ``cifar100``) from ``root``, downloading it there if absent and
+    """Load ``name`` (a key of :data:`sweep.datasets.DATASETS`) from ``root``, downloading it there if absent and
     ``download`` is true (a failed download leaves nothing behind).
 
     Nothing is created under ``root`` unless a download is tried (torchvision's classes are constructed
@@ -148,15 +183,14 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> DatasetT
     its files do not load. With ``download`` false and only the archives there (which torchvision extracts
     when asked to download), the archives are not checked and the result is None.
     """
-    cls = _CLASSES[name]
     root = Path(root).expanduser()
     where = _WHAT_TO_PUT_WHERE[name].format(root=root)
     files, archives = _files(name, root)
     try:
         if all(path.is_file() for path in files):
-            train, test = cls(str(root), train=True), cls(str(root), train=False)
+            train, test = _splits(name, root, download=False)
         elif not download:
-            if all(path.is_file() for path in archives):
+            if archives and all(path.is_file() for path in archives):
                 return None
             raise DataUnavailable(
                 f"{name} is not in {root} (a dry run downloads nothing): put {where}, or pass --data-root DIR"
@@ -166,7 +200,7 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> DatasetT
             try:
                 # torchvision prints each failed mirror; one line of our own says it better.
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                    train, test = cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
+                    train, test = _splits(name, root, download=True)
             except Exception as error:  # noqa: BLE001 - any download failure ends in the same advice
                 _remove(created)
                 raise DataUnavailable(

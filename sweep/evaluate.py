@@ -108,10 +108,13 @@ def _run(args: argparse.Namespace) -> int:
             "name a sweep and a suite: python -m sweep.evaluate SWEEP --suite NAME (--list-suites lists them)"
         )
     from perturb import SUITES
-    from sweep.catalog import SWEEPS
+    from sweep.study import StudyError, load_study
 
-    if args.sweep not in SWEEPS:  # before torch, Ray and MLflow load: a typo answers at once
-        raise UsageError(f"unknown sweep {args.sweep!r}: expected one of {', '.join(SWEEPS)}")
+    try:  # before torch, Ray and MLflow load: a typo answers at once
+        study = load_study(args.sweep)
+    except StudyError as error:
+        raise UsageError(str(error)) from None
+    args.sweep = study.name
     if args.suite not in SUITES:
         raise UsageError(f"unknown suite {args.suite!r}: expected one of {', '.join(SUITES)}")
     from sweep.cluster import RayUnavailable, ray_address
@@ -145,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     scored = [job for job in jobs if job.run_id in scores]  # less the trials whose checkpoint did not load
     logged = sum(log_suite_scores(client, job.run_id, args.suite, job.step, scores[job.run_id]) for job in scored)
     print(f"logged {logged} scores to {len(scored)} runs in {tracking_uri}")
-    print(f"next: {aggregate_command(args.sweep, storage.location, tracking_uri, args.suite)}")
+    print(f"next: {aggregate_command(study.reference, storage.location, tracking_uri, args.suite)}")
     return 0
 
 

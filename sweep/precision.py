@@ -19,7 +19,8 @@ BF16_MIN_CAPABILITY = (8, 0)
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """The precision of the models of ``arch`` (of WRN ``min_width`` and wider), and the evidence for it."""
+    """The precision of the models of ``arch`` (of WRN ``min_width`` and wider; 0 for architectures without
+    a width), and the evidence for it."""
 
     arch: str
     min_width: int
@@ -36,6 +37,8 @@ GPU_PRECISION = (
     PrecisionChoice(
         "wrn", 8, "bf16", "H200: bf16 trains WRN-28-10 2.2x faster; width 8-10 WRNs are as large (14-48 GFLOP/image)"
     ),
+    # No GPU measurement of the ResNets yet: fp32, which is never wrong, until one says bf16 pays.
+    PrecisionChoice("resnet", 0, "fp32", "ResNets not measured on a GPU yet: fp32, the safe default"),
 )
 
 

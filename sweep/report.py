@@ -10,6 +10,11 @@ bars, so that the axis need not start at 0. Below, push-pull minus plain (points
 paper's differences: an interval that goes on past it ends in a triangle at the edge. A paper figure shows
 the arms its table prints (Figures 6-9: the paper's default h=2, alpha=1 only), a suite's figure every
 plain model and the default push-pull, and a second figure for every other (h, alpha) measured.
+
+Where a push-pull model was trained with two or more (h, alpha) (a study's search, the sensitivity grid), the
+section "Searched (h, alpha)" lists its points best first and ``search.png`` draws them, one panel per
+(recipe, data set, model): clean accuracy across, the search metric up, the Pareto front and the best point
+(sweep.search_report.search_figure).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from matplotlib.ticker import FuncFormatter
 
 from models import DEFAULT_ALPHA, DEFAULT_H, plain_name
 from perturb import PAPER_SUITE, SUITES, Noise, suite_settings
+from sweep.objectives import METRICS, metric_families
 from sweep.paper import PAPER_TABLES, READINGS, PaperTable
+from sweep.search_report import POINT, search_figure
 from sweep.tables import (
     FIT_SPREADS,
     MODEL,
@@ -808,7 +815,9 @@ def _claims_lines(aggregation: Aggregation) -> list[str]:
     """The paper's claims, our verdict on each with its interval: one line per claim and recipe."""
     claims = aggregation.claims
     lines = ["## The paper's claims", ""]
-    if claims is None or claims.empty:
+    if claims is None:  # a study of one's own: the aggregator tests the paper's claims on the paper's studies only
+        return lines + ["Not tested: this is a study of its own; its push-pull effects, paired by seed, are below.", ""]
+    if claims.empty:
         return lines + ["No claim of the paper could be tested: no push-pull model was measured with its twin.", ""]
     margin = claims["margin"].iloc[0]
     lines += [
@@ -841,10 +850,116 @@ def _claims_lines(aggregation: Aggregation) -> list[str]:
     return lines + [""]
 
 
+SEARCH_FIGURE = "search.png"  # every group of the searched (h, alpha), one panel each
+
+
+def _effect_of_family(noise: str, cells: pd.DataFrame) -> str:
+    """One line of the best point's paired effect: the clean cell's difference and interval, or a noise
+    family's range of differences and how many of its intervals lie above 0, below it, or cross it."""
+    if noise == "clean":
+        row = cells.iloc[0]
+        interval = (
+            "no interval" if math.isnan(row["ci_low"]) else f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
+        )
+        return f"- clean: {_number(row['difference'])} {interval} ({row['pairs']} pairs)"
+    estimated = cells["difference"].dropna()
+    if estimated.empty:
+        return f"- {noise} ({len(cells)} levels): no paired estimate"
+    text = f"- {noise} ({len(cells)} levels): differences from {_number(estimated.min())} to {_number(estimated.max())}"
+    judged = cells.dropna(subset=["ci_low"])
+    if judged.empty:
+        return text + "; no interval (fewer than two paired seeds)"
+    above, below = int((judged["ci_low"] > 0).sum()), int((judged["ci_high"] < 0).sum())
+    return (
+        text + f"; of the {len(judged)} levels with an interval, {above} lie above 0, {below} below, "
+        f"{len(judged) - above - below} cross it"
+    )
+
+
+def _search_lines(aggregation: Aggregation, figure: Path | None) -> list[str]:
+    """The searched (h, alpha) of every push-pull model trained with two or more: its points best first
+    with the plain twin for reference, the best point's paired effect, and the figure; nothing where none
+    was searched."""
+    points, twins, effect = aggregation.search_points, aggregation.search_twins, aggregation.search_best_effect
+    if points is None or points.empty or figure is None:
+        return []
+    metric, mode = aggregation.search_metric, aggregation.search_mode
+    families = [c for c in points.columns if c.startswith("noise/")]
+    lines = [
+        "## Searched (h, alpha)",
+        "",
+        "Every push-pull model trained with two or more (h, alpha) (a study's search, or the sensitivity grid), per "
+        f"recipe and data set. Robustness is **{metric}**, {METRICS[metric]} ({'higher' if mode == 'max' else 'lower'} "
+        "is better); each number is the mean over seeds of one value per seed, in %. Pareto: no other (h, alpha) of "
+        "the model is at least as good on clean accuracy and on robustness and better on one; best: the best "
+        "robustness (ties: the higher clean accuracy, then the lower h, then the lower alpha). A point trained fewer "
+        "epochs than the others was stopped early by the search's scheduler: it is listed last, neither on the "
+        "front nor the best. Points best first, the plain twin under them. All of it is in search_points.parquet; the best point against its plain twin, paired "
+        "by seed, in search_best_effect.parquet.",
+        "",
+    ]
+    headers = ["point", "seeds", "epochs", "clean", *(f"{c.removeprefix('noise/')} (mean)" for c in families)]
+    headers += [f"{metric} (robustness)", "Pareto", "best"]
+    for (recipe, dataset, model), group in points.groupby(["recipe", "dataset", "model"], sort=False):
+        lines += [f"### Recipe {recipe}, {dataset}, {model}: {len(group)} (h, alpha)", ""]
+        lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        numbers = ["clean", *families, "robustness"]
+        for row in group.to_dict("records"):
+            cells = [f"h={row['h']:g}, alpha={row['alpha']:g}", str(row["seeds"]), str(row["epochs"])]
+            cells += [_number(row[c], signed=False) for c in numbers]
+            cells += ["yes" if row["pareto"] else "", "**best**" if row["best"] else ""]
+            lines.append("| " + " | ".join(cells) + " |")
+        mine = twins[(twins["recipe"] == recipe) & (twins["dataset"] == dataset) & (twins["model"] == model)]
+        for row in mine.to_dict("records"):
+            cells = [f"{row['plain']} (plain twin)", str(row["seeds"]), ""]
+            cells += [_number(row[c], signed=False) for c in numbers] + ["", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        best = group[group["best"]]
+        if best.empty:
+            lines += ["No (h, alpha) of this model has a robustness: no best point.", ""]
+            continue
+        h, alpha = best["h"].iloc[0], best["alpha"].iloc[0]
+        point = (recipe, dataset, model, h, alpha)
+        paired = effect[
+            np.array([key == point for key in effect[POINT].itertuples(index=False, name=None)], dtype=bool)
+        ]
+        twin = plain_name(model)
+        if paired.empty:
+            lines += [
+                f"Best h={h:g}, alpha={alpha:g}: not measured beside {twin} on a same seed, so no paired effect.",
+                "",
+            ]
+            continue
+        lines += [
+            f"Best h={h:g}, alpha={alpha:g} against {twin}, paired by seed (push-pull - plain, points, with the 95 % CI):",
+            "",
+        ]
+        for noise in ["clean", *metric_families(metric)]:
+            family = paired[paired["noise"] == noise]
+            family = family.iloc[np.argsort([_severity(noise, x) for x in family["level"]], kind="stable")]
+            if len(family):
+                lines.append(_effect_of_family(noise, family))
+        lines.append("")
+    return lines + [f"![{figure.stem}]({figure.name})", ""]
+
+
 def write_report(aggregation: Aggregation, out: Path) -> list[Path]:
-    """Figures for every paper figure (or, for another suite, every noise) with a measured cell, and
-    report.md. Returns the paths written."""
+    """Figures for every paper figure (or, for another suite, every noise) with a measured cell, the
+    searched (h, alpha)'s figure where a model was trained with two or more, and report.md. Returns the
+    paths written."""
     figures = _figures(aggregation, out)
+    searched = aggregation.search_points is not None and not aggregation.search_points.empty
+    search = out / SEARCH_FIGURE if searched else None
+    if search is not None:
+        search_figure(
+            aggregation.search_points,
+            aggregation.search_twins,
+            search,
+            aggregation.search_metric,
+            aggregation.search_mode,
+            dpi=DPI,
+        )
     paper = aggregation.suite == PAPER_SUITE
     lines = [_TITLE, "", *_opening_lines(aggregation)]
     # the paper's report opens with its claims; another suite's with what the suite is
@@ -854,10 +969,11 @@ def write_report(aggregation: Aggregation, out: Path) -> list[Path]:
         else [f"Suite **{aggregation.suite}**: {SUITES[aggregation.suite].description}.", ""]
     )
     lines += _recipe_lines(aggregation) + _trials_lines(aggregation) + _effect_lines(aggregation)
+    lines += _search_lines(aggregation, search)
     lines += _comparison_lines(aggregation) if paper else _variant_lines(aggregation)
     lines += ["## Figures", ""]
     nothing = "No figure: no measured cell of Figures 4-9." if paper else "No figure: no noisy cell was measured."
     lines += [f"![{p.stem}]({p.name})" for p in figures] or [nothing]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
-    return figures + [report]
+    return figures + ([] if search is None else [search]) + [report]

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sweep.gpus import GpuProbe, GpuSurvey
     from sweep.mirror import TrackingWriter
     from sweep.specs import TrialSpec
+    from sweep.study import Search, Study
     from sweep.tracking import TrialOutcome
 
 __all__ = ["Plan", "launch", "main", "preflight"]
@@ -57,7 +58,9 @@ the command with one line and exit status 2, having created nothing.
 _EPILOG = """\
 examples:
   python -m sweep.run --list
-      the sweeps, with their trial counts
+      the built-in studies (the paper's sweeps), with their trial counts
+  python -m sweep.run my_study.toml --profile smoke --data-root ~/data
+      a study of your own (see the README: models, data sets, recipe grids, a search of h and alpha)
   python -m sweep.run lenet --profile smoke --dry-run
       check everything and print the trials of a short LeNet sweep, creating nothing
   python -m sweep.run lenet --profile smoke --data-root ~/data --max-concurrent 4
@@ -79,18 +82,22 @@ one driver per sweep: its lease <sweep>.lease.json stops a second one (exit stat
 
 def _parser() -> argparse.ArgumentParser:
     parser = CommandParser("python -m sweep.run", _DESCRIPTION, _EPILOG)
-    parser.add_argument("sweep", nargs="?", help="the sweep to run (see --list)")
-    parser.add_argument("--list", action="store_true", help="print the sweeps with their trial counts and exit")
+    parser.add_argument(
+        "sweep", nargs="?", metavar="STUDY", help="a built-in study (see --list) or a study file (.toml)"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="print the built-in studies with their trial counts and exit"
+    )
     parser.add_argument(
         "--profile", default="paper", choices=PROFILES, help="paper: the real recipe; smoke: capped, minutes on a CPU"
     )
-    parser.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat each trial with seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 of each trial (default: the study's)")
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
-        metavar="[lenet.|wrn.]KEY=VALUE",
+        metavar="[ARCH.]KEY=VALUE",
         help="override a recipe field (repeatable)",
     )
     parser.add_argument("--data-root", help=f"data sets folder (default: $SWEEP_DATA_ROOT or {DEFAULT_DATA_ROOT})")
@@ -183,6 +190,9 @@ class Plan:
         probe: what a task found on one of the cluster's live GPU nodes; None when it has none.
         tracking_moved: a continued sweep is tracked at ``tracking_uri`` from now on, not at the store its
             record names (which the launch then updates).
+        study: the study that makes the trials (sweep.study).
+        search_base: for a study that searches push-pull's h and alpha, the trial each searched one varies
+            (h, alpha and seed); None for a grid.
     """
 
     sweep: str
@@ -196,6 +206,8 @@ class Plan:
     survey: GpuSurvey | None = None
     probe: GpuProbe | None = None
     tracking_moved: bool = False
+    study: Study | None = None
+    search_base: TrialSpec | None = None
 
     @property
     def artifact_root(self) -> str | None:
@@ -226,6 +238,17 @@ def _trial_table(specs: list[TrialSpec] | tuple[TrialSpec, ...]) -> str:
     return "\n".join(format_table(rows) + [f"{len(specs)} trials"])
 
 
+def _search_line(search: Search, base: TrialSpec, seeds: int) -> str:
+    """The searched trials of a dry run, in one line."""
+    ranges = ", ".join(f"{name} in [{low:g}, {high:g}]" for name, (low, high) in search.ranges.items())
+    goal = ", ".join(f"{mode} {metric}" for metric, mode in zip(search.metrics, search.modes))
+    scheduler = "" if search.scheduler == "none" else f", {search.scheduler.upper()} stops the worst early"
+    return (
+        f"then {search.samples * seeds} searched trials: {base.model.name} on {base.dataset}, {search.samples} points "
+        f"({ranges}) x {seeds} seeds, {search.algorithm}: {goal}{scheduler}"
+    )
+
+
 def _trial_dirname(trial: Any) -> str:
     from sweep.specs import TrialSpec
 
@@ -238,29 +261,41 @@ def _trial_resources(config: dict[str, Any]) -> dict[str, float]:
     return TrialSpec.from_config(config).resources(config["gpus"], config["node_cpus"])
 
 
-def _plan(
-    args: argparse.Namespace, gpus: bool, capability: tuple[int, int] | None = None, all_bf16: bool = False
-) -> list[TrialSpec]:
-    """The trials of the sweep asked for, each in the precision :func:`_precision` gives it for trials that
-    get GPUs (``gpus``) of compute ``capability`` (None: not known); ``all_bf16``: bf16 for every one, as the
-    engine before the precision table gave GPU trials (a sweep it started continues so)."""
-    from sweep.catalog import SWEEPS, build_sweep
+def _study(args: argparse.Namespace) -> Study:
+    """The study named on the command line (a built-in name or a study file); one line and exit 2 when it
+    is none or does not parse."""
+    from sweep.study import StudyError, built_in_names, load_study
 
     if args.sweep is None:
-        raise UsageError(f"name a sweep: {', '.join(SWEEPS)} (or --list)")
+        raise UsageError(f"name a study: {', '.join(built_in_names())} or a study file (.toml) (or --list)")
+    try:
+        return load_study(args.sweep)
+    except StudyError as error:
+        raise UsageError(str(error)) from None
+
+
+def _plan(
+    args: argparse.Namespace, gpus: bool, capability: tuple[int, int] | None = None, all_bf16: bool = False
+) -> tuple[list[TrialSpec], TrialSpec | None]:
+    """The trials of the study asked for and, for a study that searches, the base of its searched trials
+    (sweep.study.Study.search_base; else None), each in the precision :func:`_precision` gives it for trials
+    that get GPUs (``gpus``) of compute ``capability`` (None: not known); ``all_bf16``: bf16 for every one,
+    as the engine before the precision table gave GPU trials (a sweep it started continues so)."""
+    study = _study(args)
     try:
         overrides = _overrides(args)
-        specs = build_sweep(args.sweep, profile=args.profile, seeds=args.seeds, overrides=overrides)
+        specs = study.trials(args.profile, args.seeds, overrides)
+        base = study.search_base(args.profile, overrides)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if all_bf16:
         overrides = [(None, "precision", "bf16"), *overrides]
-    return [
-        dataclasses.replace(
-            spec, recipe=dataclasses.replace(spec.recipe, precision=_precision(spec, overrides, gpus, capability)[0])
-        )
-        for spec in specs
-    ]
+
+    def in_precision(spec: TrialSpec) -> TrialSpec:
+        precision = _precision(spec, overrides, gpus, capability)[0]
+        return dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, precision=precision))
+
+    return [in_precision(spec) for spec in specs], None if base is None else in_precision(base)
 
 
 def _overrides(args: argparse.Namespace) -> list[tuple[str | None, str, Any]]:
@@ -379,7 +414,8 @@ def preflight(args: argparse.Namespace) -> Plan:
     running here, is joined: no local Ray is started): every node sees a local storage, and its GPUs; the
     data sets (loaded; downloaded first where absent, unless a dry run). Creates nothing; raises UsageError
     (one line) at the first problem, before any download."""
-    specs = _plan(args, gpus=False)  # the sweep, --seeds, every --set
+    study = _study(args)
+    specs, base = _plan(args, gpus=False)  # the study, --seeds, every --set
     _check_options(args)
     address = ray_address(args.address)
     if not args.sync:  # --sync trains nothing: it needs no Ray
@@ -397,14 +433,14 @@ def preflight(args: argparse.Namespace) -> Plan:
         continued = args.resume or args.sync
         if not continued:  # a remote storage without a tracking store says so before it is read
             tracking_uri = storage.tracking_uri(args.tracking_uri)
-        check_free(storage, args.sweep)  # another driver runs it (a dry run too: its plan would not run now)
-        started = _started_record(storage, args.sweep, continued)
+        check_free(storage, study.name)  # another driver runs it (a dry run too: its plan would not run now)
+        started = _started_record(storage, study.name, continued)
         if continued:  # by default with the store its record names
             tracking_uri = storage.tracking_uri(args.tracking_uri, started["tracking_uri"])
     except (StorageError, LeaseHeld) as error:
         raise UsageError(str(error)) from None
     if started is not None:
-        specs = _plan(args, *_started_gpus(started))  # the precision it started with
+        specs, base = _plan(args, *_started_gpus(started))  # the precision it started with
         _check_continued(started, specs)
 
     from sweep.tracking import TrackingUnavailable, check_store
@@ -413,12 +449,15 @@ def preflight(args: argparse.Namespace) -> Plan:
         check_store(tracking_uri)
     except TrackingUnavailable as error:
         raise UsageError(str(error)) from None
-    moved = started is not None and _moved_tracking(args.sweep, started, storage, tracking_uri)
+    moved = started is not None and _moved_tracking(study.name, started, storage, tracking_uri)
     survey, probe = (None, None) if args.sync else _survey_cluster(args, address, storage)
-    data = None if args.sync else _load_data(specs, args.data_root, download=not args.dry_run)
+    every = specs + ([] if base is None else [base])
+    data = None if args.sync else _load_data(every, args.data_root, download=not args.dry_run)
     return Plan(
-        sweep=args.sweep,
+        sweep=study.name,
         specs=tuple(specs),
+        study=study,
+        search_base=base,
         storage=storage,
         tracking_uri=tracking_uri,
         started=started,
@@ -510,12 +549,17 @@ def _dry_run(plan: Plan, args: argparse.Namespace) -> None:
         problem = cuda_problem() if args.gpus == "auto" else None
         gpus = args.gpus == "require" or (args.gpus == "auto" and problem is None)
         source = "this machine, for a local Ray" + (f" (no GPU: {problem.why})" if problem else "")
-    specs = list(plan.specs) if plan.started is not None else _plan(args, gpus, capability)
+    if plan.started is not None:
+        specs, base = list(plan.specs), plan.search_base
+    else:
+        specs, base = _plan(args, gpus, capability)
     print(_trial_table(specs))
+    if base is not None:
+        print(_search_line(plan.study.search, base, plan.study.seeds if args.seeds is None else args.seeds))
     print(f"{'GPU' if gpus else 'CPU-only'} trials (--gpus {args.gpus}), planned from {source}")
     reasons: dict[tuple[str, str], list[str]] = {}
     overrides = _overrides(args)
-    for spec in specs:
+    for spec in specs + ([] if base is None else [base]):
         precision, why = _precision(spec, overrides, gpus, capability)
         reasons.setdefault((precision, why), []).append(spec.model.name)
     for (precision, why), models in reasons.items():
@@ -558,7 +602,10 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
         writer.start(writer.dead_letters, keep_earlier=False)  # tried again, first: what fails now is kept
         for letter in letters:
             writer.submit(letter.operation, *letter.args)
-        replayed = replay_trials(plan.storage, plan.sweep, list(plan.specs), writer)
+        from sweep.search import searched_specs
+
+        specs = list(plan.specs) + searched_specs(plan.storage, plan.sweep)  # a search's trials, as it made them
+        replayed = replay_trials(plan.storage, plan.sweep, specs, writer)
         again = f" and {len(letters)} writes set aside before" if letters else ""
         print(
             f"sweep {plan.sweep}: delivering what {replayed} trials reported{again} to {plan.tracking_uri}", flush=True
@@ -583,6 +630,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     from sweep.data import share_datasets
     from sweep.gpus import GpuSurvey, survey_gpus
     from sweep.mirror import TrackingCallback
+    from sweep.search import searched_specs
     from sweep.trainable import NoRetryOnDeviceError, train_trial
 
     if not ray.is_initialized():
@@ -591,7 +639,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
         except RayUnavailable as error:
             raise UsageError(str(error)) from None
     if plan.started is not None:  # as it started, whatever the cluster now has
-        gpus, specs = _started_gpus(plan.started)[0], list(plan.specs)
+        gpus, specs, base = _started_gpus(plan.started)[0], list(plan.specs), plan.search_base
     else:
         gpus = _gpus_planned(args, plan.survey or (survey_gpus() if args.gpus != "none" else GpuSurvey(0, 0)))
     if gpus and not ray.cluster_resources().get("GPU", 0):
@@ -599,7 +647,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     probe = plan.probe or (_probe(args) if gpus and plan.started is None else None)  # a GPU node that came since
     capability = probe.capability if probe else None
     if plan.started is None:
-        specs = _plan(args, gpus, capability)
+        specs, base = _plan(args, gpus, capability)
     writer, experiment_id = _open_tracking(plan)
     storage = plan.storage
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)
@@ -611,6 +659,9 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
         "node_cpus": node_cpus,
         "overhead_budget": args.overhead_budget,
     }
+    search_options: dict[str, Any] = {}
+    if base is not None:
+        param_space, search_options = _search_space(plan, args, param_space, specs, base)
     if args.resume and tune.Tuner.can_restore(storage.path(plan.sweep)):
         for mend in mend_lost_checkpoints(storage.path(plan.sweep)):
             print(
@@ -620,7 +671,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
             )
         # Before any trial runs again: what the stopped driver's writer still held, and the epochs a resumed
         # trial will not report again (after its last uploaded result, up to the checkpoint it resumes from).
-        replay_trials(storage, plan.sweep, specs, writer)
+        replay_trials(storage, plan.sweep, specs + searched_specs(storage, plan.sweep), writer)
         # The param space again: Tune keeps it in its experiment state, which a driver stopped right
         # after creating the Tuner has not written yet.
         tuner = tune.Tuner.restore(
@@ -647,6 +698,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
                 # trial with the same resources: a free slot fills within a second, not after a new process starts.
                 reuse_actors=True,
                 max_concurrent_trials=args.max_concurrent,
+                **search_options,
                 trial_name_creator=_trial_dirname,
                 trial_dirname_creator=_trial_dirname,
             ),
@@ -659,17 +711,66 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
                 verbose=None if args.verbose else 0,
             ),
         )
+    trials = (
+        f"{len(specs)} trials"
+        if base is None
+        else f"{search_options['num_samples']} trials (the {len(specs)} plain twin{'s' * (len(specs) > 1)} first)"
+    )
     print(
-        f"sweep {plan.sweep}: {len(specs)} trials, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {plan.tracking_uri}",
+        f"sweep {plan.sweep}: {trials}, {'GPU' if gpus else 'CPU-only'} cluster, tracking at {plan.tracking_uri}",
         flush=True,
     )
     results = tuner.fit()
     outcomes, code = _summarize(results, writer)
-    replay_trials(storage, plan.sweep, specs, writer)  # what the storage kept and the callback never saw
+    # What the storage kept and the callback never saw (a search's trials are known once it made them).
+    replay_trials(storage, plan.sweep, specs + searched_specs(storage, plan.sweep), writer)
     code = _deliver(writer, args, code)
     writer.keep()
+    if code != EXIT_WRITES_WAIT:  # with every run in MLflow: the study's other suites, as sweep.evaluate scores them
+        _score_suites(plan, args)
     _print_outcomes(plan, outcomes, experiment_id)
     return code
+
+
+def _score_suites(plan: Plan, args: argparse.Namespace) -> None:
+    """Score the trained trials on each suite the study names besides the paper's (which every trial scored
+    itself), with ``python -m sweep.evaluate``; what was scored before (a --resume) is not scored again."""
+    from perturb import PAPER_SUITE
+    from sweep import evaluate
+
+    for suite in plan.study.suites:
+        if suite == PAPER_SUITE:
+            continue
+        options = ["--storage", plan.storage.location, "--tracking-uri", plan.tracking_uri]
+        options += ["--data-root", args.data_root] if args.data_root else []
+        options += ["--address", plan.address] if plan.address else []
+        evaluate.main([plan.study.reference, "--suite", suite, *options])
+
+
+def _trial_slots(spec: TrialSpec, gpus: bool, node_cpus: float) -> int:
+    """How many trials like ``spec`` the cluster holds at once."""
+    import ray
+
+    total = ray.cluster_resources()
+    wanted = spec.resources(gpus, node_cpus)
+    return int(min(total.get(kind.upper(), 0) // amount for kind, amount in wanted.items() if amount > 0))
+
+
+def _search_space(
+    plan: Plan, args: argparse.Namespace, param_space: dict[str, Any], twins: list[TrialSpec], base: TrialSpec
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The param space and the TuneConfig options of a study that searches (sweep.search): the twins first,
+    then the searcher's points, each on every seed; every trial reports the search's metrics each epoch."""
+    from sweep.search import search_setup
+
+    search = plan.study.search
+    seeds = plan.study.seeds if args.seeds is None else args.seeds
+    slots = args.max_concurrent or _trial_slots(base, param_space["gpus"], param_space["node_cpus"])
+    space, searcher, scheduler, trials = search_setup(search, base, twins, seeds, slots)
+    # A trial that diverges reports no metric: the searcher takes that as a failed point, not Tune as an error.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    param_space = {**param_space, "spec": base.to_dict(), **space, "search_metrics": list(search.metrics)}
+    return param_space, {"search_alg": searcher, "scheduler": scheduler, "num_samples": trials}
 
 
 def _deliver(writer: TrackingWriter, args: argparse.Namespace, code: int) -> int:
@@ -723,21 +824,23 @@ def _summarize(results: Any, writer: TrackingWriter) -> tuple[list[TrialOutcome]
 
     outcomes = reconcile_results(results, writer)
     _print_summary(outcomes)
-    return outcomes, int(any(o.status != "finished" for o in outcomes))
+    return outcomes, int(any(o.status in ("failed", "diverged") for o in outcomes))
 
 
 def _print_summary(outcomes: list[TrialOutcome]) -> None:
     """The console report of a sweep's end: one line per failed or diverged trial (stderr), then the count
     of the finished ones (stdout)."""
-    finished = 0
+    finished = stopped = 0
     for outcome in outcomes:
         spec = outcome.spec
-        if outcome.status == "finished":
-            finished += 1
+        if outcome.status in ("finished", "stopped"):
+            finished += outcome.status == "finished"
+            stopped += outcome.status == "stopped"
             continue
         about = f"{spec.key} ({spec.model.name} on {spec.dataset}, seed {spec.seed})"
         print(f"{outcome.status.upper()} {about}: {outcome.reason}", file=sys.stderr)
-    print(f"{finished} of {len(outcomes)} trials finished", flush=True)
+    early = f", {stopped} stopped early by the search's scheduler" if stopped else ""
+    print(f"{finished} of {len(outcomes)} trials finished{early}", flush=True)
 
 
 def _print_outcomes(plan: Plan, outcomes: list[TrialOutcome], experiment_id: str) -> None:
@@ -745,15 +848,18 @@ def _print_outcomes(plan: Plan, outcomes: list[TrialOutcome], experiment_id: str
     from sweep.console import next_commands, summary_lines
 
     print("\n".join(["", *summary_lines(outcomes), ""]))
-    print("\n".join(next_commands(plan.sweep, plan.storage.location, plan.tracking_uri, experiment_id)), flush=True)
+    print(
+        "\n".join(next_commands(plan.study.reference, plan.storage.location, plan.tracking_uri, experiment_id)),
+        flush=True,
+    )
 
 
 def _main(args: argparse.Namespace) -> int:
     if args.list:
-        from sweep.catalog import SWEEPS, build_sweep
+        from sweep.catalog import STUDIES
 
-        for name, (description, _) in SWEEPS.items():
-            print(f"{name:12} {len(build_sweep(name)):3d} trials  {description}")
+        for name, study in STUDIES.items():
+            print(f"{name:12} {len(study.trials()):3d} trials  {study.description}")
         return 0
     plan = preflight(args)
     if args.dry_run:

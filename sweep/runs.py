@@ -4,7 +4,7 @@ the runs of the recipes asked for."""
 
 from __future__ import annotations
 
-from sweep.catalog import SWEEPS
+from sweep.catalog import STUDIES
 from sweep.cli import first_line
 from sweep.tables import UNKNOWN_RECIPE, recipe_id
 from sweep.tracking import TrackingUnavailable, open_client
@@ -21,7 +21,7 @@ def read_runs(tracking_uri: str, sweeps: list[str]) -> tuple[list, list[str]]:
     after a sweep of the catalog), and the names of the experiments that hold them, in catalog order."""
     try:
         client = open_client(tracking_uri)
-        names = sweeps or list(SWEEPS)
+        names = sweeps or list(STUDIES)
         experiments = [e for e in (client.get_experiment_by_name(n) for n in names) if e is not None]
         runs, token = [], None
         while experiments:

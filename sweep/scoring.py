@@ -19,7 +19,8 @@ import torch
 from perturb import Perturbation, perturb_test_set, suite_settings
 from sweep.cli import first_line
 from sweep.cluster import join_ray
-from sweep.data import MEAN_STD, DatasetTensors
+from sweep.data import DatasetTensors
+from sweep.datasets import DATASETS
 from sweep.devices import DeviceUnusable, assigned_gpu_ids, device_for
 from sweep.metrics import noise_metric
 from sweep.specs import TrialSpec
@@ -92,7 +93,8 @@ def score_jobs(
             tensors.test_images.to(target), tensors.test_labels.to(target), group[0].spec.recipe
         )
         normalizers = [
-            Normalizer(*MEAN_STD[dataset], device=target, enabled=job.spec.recipe.normalize) for job in group
+            Normalizer(DATASETS[dataset].mean, DATASETS[dataset].std, device=target, enabled=job.spec.recipe.normalize)
+            for job in group
         ]
         # source (the setting whose images a setting shares; None: clean) -> job index -> its settings
         sources: dict[Perturbation | None, dict[int, list[Perturbation]]] = {}

@@ -91,6 +91,19 @@ class SweepStorage:
         with filesystem.open_output_stream(path) as stream:
             stream.write(text.encode())
 
+    def folders(self, name: str) -> list[str]:
+        """The names of the folders in folder ``name``, sorted; none when it does not exist."""
+        import pyarrow.fs
+
+        try:
+            filesystem, path = pyarrow.fs.FileSystem.from_uri(self.path(name))
+            if filesystem.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+                return []
+            entries = filesystem.get_file_info(pyarrow.fs.FileSelector(path))
+        except (OSError, ValueError) as error:
+            raise StorageError(f"cannot read the storage {self.location}: {error}") from None
+        return sorted(entry.base_name for entry in entries if entry.type == pyarrow.fs.FileType.Directory)
+
     def delete(self, name: str) -> None:
         """Remove file ``name``, if it exists."""
         import pyarrow.fs

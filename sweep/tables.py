@@ -18,9 +18,11 @@ from scipy import stats
 
 from models import plain_name
 from perturb import NOISES, PAPER_SUITE, Noise, Perturbation
-from sweep.catalog import SWEEPS
+from sweep.catalog import STUDIES
+from sweep.datasets import DATASETS
 from sweep.metrics import parse_noise_metric
 from sweep.paper import PAPER_TABLES, PaperTable, paper_cells, paper_results
+from sweep.search_report import best_point_effect, search_points, twin_points
 from sweep.specs import Recipe, describe_recipe
 
 __all__ = [
@@ -108,9 +110,6 @@ def noise_rank(noises: pd.Series) -> pd.Series:
 UNKNOWN_RECIPE = "unknown"  # a run whose params do not make a valid recipe (an engine older than recipes)
 NO_RECIPE = "its params make no recipe"  # the reason such a run is listed in ``excluded``
 CONFIDENCE = 0.95
-# Test images per data set: an accuracy is a multiple of 100 / this many points (unless the recipe's
-# max_test_images scores fewer).
-TEST_IMAGES = {"mnist": 10000, "cifar10": 10000, "cifar100": 10000}
 
 
 def _param(params: dict[str, str], name: str, kind: type) -> object:
@@ -288,8 +287,9 @@ def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 def scored_images(recipes: pd.DataFrame | None, recipe: str, dataset: str) -> float:
     """Test images an accuracy of ``recipe`` on ``dataset`` was scored on: the recipe's max_test_images
-    (at most the data set's test set) when set, else the data set's test set; NaN when neither is known."""
-    size = TEST_IMAGES.get(dataset, math.nan)
+    (at most the data set's test set, ``DATASETS[dataset].test_images``) when set, else the data set's test
+    set; NaN when neither is known. An accuracy is a multiple of 100 / this many points."""
+    size = DATASETS[dataset].test_images if dataset in DATASETS else math.nan
     if recipes is not None and "max_test_images" in recipes:
         cap = recipes.loc[recipes["recipe"] == recipe, "max_test_images"].dropna()
         if len(cap):
@@ -365,7 +365,7 @@ def pushpull_effect(
       noise) with clean a family of its own, over the cells that have a p-value;
     - ``sd``: the standard deviation of the differences that interval and p-value use. An accuracy is a
       multiple of its resolution, 100 / (test images) points (the recipe's ``max_test_images`` when set,
-      else the data set's test set, :data:`TEST_IMAGES`), so an SD below that resolution (identical
+      else the data set's test set, ``DatasetInfo.test_images``), so an SD below that resolution (identical
       differences, say) says nothing about the spread: it is floored at the binomial standard error of a
       difference of two accuracies, 100 * sqrt(p1 (1 - p1) / n + p2 (1 - p2) / n) with p1, p2 the two
       arms' mean accuracies over the pairs as fractions and n the test images (at the resolution where that
@@ -720,8 +720,9 @@ def excluded_trials(runs: list) -> pd.DataFrame:
 
 
 def tables_of_sweeps(sweeps: list[str]) -> tuple[PaperTable, ...]:
-    """The paper tables that hold a cell of a model trained by one of ``sweeps`` (catalog names)."""
-    models = {(dataset, spec.name) for name in sweeps for dataset, spec in SWEEPS[name][1]}
+    """The paper tables that hold a cell of a model trained by one of ``sweeps`` (built-in study names; a
+    study of a user's own holds none)."""
+    models = {(dataset, spec.name) for name in sweeps if name in STUDIES for dataset, spec in STUDIES[name].pairs()}
     paper = paper_results()
     printed = {(s, d, m) for s, d, m in zip(paper["source"], paper["dataset"], paper["model"])}
     return tuple(t for t in PAPER_TABLES if any((t.source, d, m) in printed for d, m in models))
@@ -737,6 +738,11 @@ class Aggregation:
     """Everything the aggregator computes from one run per trial; :meth:`files` are the tables it writes.
 
     ``cells`` (:func:`cell_statistics`) and ``paper`` (:func:`paper_cells`) are kept for the report.
+
+    The searched (h, alpha) (sweep.search_report, the paper's suite only): ``search_points`` one row per
+    (h, alpha) of every push-pull model of one recipe and data set trained with two or more, scored by
+    ``search_metric`` in ``search_mode``'s direction; ``search_twins`` their plain twins (for the report);
+    ``search_best_effect`` the push-pull effect of each group's best point. None where nothing was searched.
     """
 
     suite: str
@@ -751,10 +757,16 @@ class Aggregation:
     paper_tables: dict[str, pd.DataFrame]
     paper: pd.DataFrame
     claims: pd.DataFrame | None = None  # sweep.claims.claims_table of ``results``, the paper's suite only
+    search_metric: str = "noise"  # sweep.objectives.METRICS
+    search_mode: str = "max"
+    search_points: pd.DataFrame | None = None
+    search_twins: pd.DataFrame | None = None
+    search_best_effect: pd.DataFrame | None = None
 
     def files(self) -> dict[str, pd.DataFrame]:
         """File stem -> table, in the order they are written. A suite other than the paper's has no paper
-        tables and compares with the paper through ``variant_fit`` only."""
+        tables and compares with the paper through ``variant_fit`` only; ``search_points`` and
+        ``search_best_effect`` are written where some push-pull model was trained with two or more (h, alpha)."""
         if self.suite != PAPER_SUITE:
             return {
                 "results": self.results,
@@ -769,19 +781,33 @@ class Aggregation:
             **({} if self.claims is None else {"claims": self.claims}),
             **self.paper_tables,
             "pushpull_effect": self.effect,
+            **self._search_files(),
             "comparison": self.comparison,
             "reading_fit": self.reading_fit,
             "excluded": self.excluded,
         }
 
+    def _search_files(self) -> dict[str, pd.DataFrame]:
+        """The searched (h, alpha)'s tables, where a push-pull model was trained with two or more."""
+        if self.search_points is None or self.search_points.empty:
+            return {}
+        return {"search_points": self.search_points, "search_best_effect": self.search_best_effect}
+
 
 def aggregate(
-    chosen: list, sweeps: list[str], include_incomplete: bool = False, suite: str = PAPER_SUITE
+    chosen: list,
+    sweeps: list[str],
+    include_incomplete: bool = False,
+    suite: str = PAPER_SUITE,
+    search_metric: str = "noise",
+    search_mode: str = "max",
 ) -> Aggregation:
     """All tables of ``suite``'s scores from one run per trial (see sweep.runs.select_runs), the paper
     tables limited to those of ``sweeps``. The runs that make rows are chosen by :func:`makes_rows`; the
     others are listed in ``excluded``, and so are those whose params make no recipe (in the tables, under
-    recipe ``unknown``, but not in the push-pull effect)."""
+    recipe ``unknown``, but not in the push-pull effect). In the paper's suite, every push-pull model
+    trained with two or more (h, alpha) is scored by ``search_metric`` (sweep.objectives.METRICS; ValueError
+    for another name) in ``search_mode``'s direction (``max`` or ``min``): sweep.search_report."""
     kept = [r for r in chosen if makes_rows(r, include_incomplete)]
     results = tidy_results(kept, suite)
     recipes = recipes_table(kept)
@@ -789,12 +815,15 @@ def aggregate(
     printed, paper = paper_results(), paper_cells()
     compared = comparison(cells, paper)
     left_out = [r for r in chosen if not makes_rows(r, include_incomplete) or recipe_id(r) == UNKNOWN_RECIPE]
+    effect = pushpull_effect(results, paper, recipes=recipes, diverged_runs=[r for r in chosen if diverged(r)])
+    points = search_points(results, search_metric, search_mode)  # checks the metric and mode in any suite
+    searched = suite == PAPER_SUITE and not points.empty  # the metrics are the paper suite's noises
     return Aggregation(
         suite=suite,
         results=results,
         recipes=recipes,
         cells=cells,
-        effect=pushpull_effect(results, paper, recipes=recipes, diverged_runs=[r for r in chosen if diverged(r)]),
+        effect=effect,
         comparison=compared,
         reading_fit=reading_fit(compared),
         variant_fit=variant_fit(cells, paper),
@@ -803,4 +832,9 @@ def aggregate(
         if suite == PAPER_SUITE
         else {},
         paper=paper,
+        search_metric=search_metric,
+        search_mode=search_mode,
+        search_points=points if searched else None,
+        search_twins=twin_points(results, points, search_metric) if searched else None,
+        search_best_effect=best_point_effect(effect, points) if searched else None,
     )

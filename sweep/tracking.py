@@ -306,8 +306,9 @@ def failure_reason(error: object, metrics: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """How a trial ended (:func:`trial_status`), its last reported ``metrics`` (the noise scores when it
-    finished) and ``reason``, why it did not finish ("" when it did)."""
+    """How a trial ended (:func:`trial_status`, or ``stopped`` early by a search's scheduler), its last
+    reported ``metrics`` (the noise scores when it finished or stopped) and ``reason``, why it did not finish
+    ("" when it did or stopped)."""
 
     spec: TrialSpec
     status: str
@@ -324,6 +325,8 @@ def reconcile_results(results: Any, writer: Any) -> list[TrialOutcome]:
     for result in results:
         spec, metrics = TrialSpec.from_config(result.config), dict(result.metrics or {})
         status, reason = trial_status(result.error, metrics), ""
+        if status == "finished" and int(metrics.get("epoch", spec.recipe.epochs)) < spec.recipe.epochs:
+            status = "stopped"  # by a search's scheduler (ASHA): its scores are of a shorter training
         if status == "failed":
             reason = failure_reason(result.error, metrics)
             writer.submit("fail", spec, reason)

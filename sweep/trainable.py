@@ -23,11 +23,14 @@ from ray import tune
 
 from models import build_model
 from sweep.checkpoints import CHECKPOINT_FILE, read_reported, write_reported
-from sweep.data import MEAN_STD, fetch_dataset
+from sweep.data import fetch_dataset
+from sweep.datasets import DATASETS
 from sweep.defaults import DEFAULT_OVERHEAD_BUDGET
 from sweep.devices import DEVICE_ERROR, DeviceUnusable, assigned_gpu_ids, check_precision, device_for
 from sweep.health import HealthMonitor
 from sweep.metrics import epoch_metrics, noise_metric
+from sweep.objectives import metric_value
+from sweep.search import result_metric
 from sweep.specs import TrialSpec
 from sweep.training import (
     NonFiniteLoss,
@@ -155,9 +158,8 @@ def train_trial(config: dict[str, Any], datasets: dict[str, Any]) -> None:
     test_images, test_labels = capped_test_set(tensors.test_images.to(device), tensors.test_labels.to(device), recipe)
     # channels-last lets cuDNN use its fastest (NHWC, tensor-core) kernels for the WRN's convolutions.
     channels_last = device.type == "cuda" and spec.model.arch == "wrn"
-    normalize = Normalizer(
-        *MEAN_STD[spec.dataset], device=device, enabled=recipe.normalize, channels_last=channels_last
-    )
+    info = DATASETS[spec.dataset]  # the data set: its mean, std and whether it flips
+    normalize = Normalizer(info.mean, info.std, device=device, enabled=recipe.normalize, channels_last=channels_last)
 
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
@@ -182,15 +184,20 @@ def train_trial(config: dict[str, Any], datasets: dict[str, Any]) -> None:
 
     node_id = ray.get_runtime_context().get_node_id()  # which Ray node ran the trial
     budget = OverheadBudget(config.get("overhead_budget", DEFAULT_OVERHEAD_BUDGET))
+    search_metrics = config.get("search_metrics") or []
     for epoch in range(start_epoch, recipe.epochs):
         try:
-            stats = train_epoch(network, optimizer, train_images, train_labels, recipe, normalize, generator, epoch)
+            stats = train_epoch(
+                network, optimizer, train_images, train_labels, recipe, normalize, generator, epoch, flip=info.flips
+            )
         except NonFiniteLoss as error:
             _report_diverged(f"loss is {error.value} at epoch {epoch + 1} step {error.step + 1}", epoch, node_id)
             return
         overhead_start = time.perf_counter()
         last = epoch + 1 == recipe.epochs
-        due = budget.due(first=epoch == start_epoch, last=last, train_seconds=stats.seconds)
+        # A study's search (sweep.search) reads its metric every epoch: each epoch is scored on the suite.
+        scored = last or bool(search_metrics)
+        due = scored or budget.due(first=epoch == start_epoch, last=last, train_seconds=stats.seconds)
         test_acc = (
             evaluate(network, test_images, test_labels, normalize, recipe.eval_batch_size, recipe.precision)
             if due
@@ -201,7 +208,7 @@ def train_trial(config: dict[str, Any], datasets: dict[str, Any]) -> None:
             _report_diverged(reason, epoch, node_id)
             return
         metrics: dict[str, Any] = {"node_id": node_id, "health": "healthy", **epoch_metrics(epoch + 1, stats, test_acc)}
-        if last:
+        if scored:
             scores = evaluate_suite(
                 network,
                 spec.dataset,
@@ -213,6 +220,9 @@ def train_trial(config: dict[str, Any], datasets: dict[str, Any]) -> None:
                 recipe.precision,
             )
             metrics.update({noise_metric(s.noise, s.level): accuracy for s, accuracy in scores})
+            accuracies = {(s.noise, s.level): accuracy for s, accuracy in scores}
+            metrics.update({result_metric(m): metric_value(test_acc, accuracies, m) for m in search_metrics})
+        if last:
             final_metrics = metrics
         reported.append(metrics)
         if not due:

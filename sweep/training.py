@@ -158,10 +158,12 @@ class NonFiniteLoss(Exception):
 NAN_CHECK_EVERY = 8
 
 
-def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Random crop of the zero-padded batch and random horizontal flip, per image.
+def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> torch.Tensor:
+    """Random crop (H x W, the images' own size) of the zero-padded batch and, with ``flip``, random horizontal
+    flip, per image. ``flip`` only where a mirrored image keeps its label (``DatasetInfo.flips``: not digits).
 
-    images: (N, C, H, W) float; returns the same shape. Draws come from ``generator`` (on the CPU).
+    images: (N, C, H, W) float; returns the same shape. Draws come from ``generator`` (on the CPU); without
+    ``flip`` it draws the crops only.
     """
     n, _, height, width = images.shape
     padded = F.pad(images, (padding,) * 4)
@@ -171,8 +173,10 @@ def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) 
     batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
     channels = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
     cropped = padded[batch, channels, rows, cols]
-    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1, 1)
-    return torch.where(flip, cropped.flip(3), cropped)
+    if not flip:
+        return cropped
+    flipped = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1, 1)
+    return torch.where(flipped, cropped.flip(3), cropped)
 
 
 def train_epoch(
@@ -184,12 +188,15 @@ def train_epoch(
     normalize: Normalizer,
     generator: torch.Generator,
     epoch: int,
+    *,
+    flip: bool,
 ) -> EpochStats:
     """One pass over (a shuffled, possibly capped part of) the training set.
 
     images: (N, C, H, W) uint8 on the model's device; labels: (N,) int64 on the same device; epoch:
-    0-based, for the learning-rate schedule. Raises NonFiniteLoss with the first step whose loss was
-    NaN or infinite.
+    0-based, for the learning-rate schedule; flip: whether the recipe's augmentation may mirror an image
+    (the data set's ``DatasetInfo.flips``). Raises NonFiniteLoss with the first step whose loss was NaN or
+    infinite.
     """
     start = time.perf_counter()
     model.train()
@@ -205,7 +212,7 @@ def train_epoch(
             group["lr"] = learning_rate(recipe, epoch, step, len(batches))
         batch = images[index].float().div_(255)
         if recipe.augment:
-            batch = augment(batch, generator)
+            batch = augment(batch, generator, flip=flip)
         target = labels[index]
         with autocast(recipe.precision, images.device):
             logits = model(normalize(batch))

@@ -1,10 +1,12 @@
 """Tiny, learnable data sets written in torchvision's own on-disk formats, for the real dataset classes.
 
-MNIST as the four uncompressed IDX files in ``root/MNIST/raw``; CIFAR-10/100 as the python pickles in
-``root/cifar-10-batches-py`` or ``root/cifar-100-python``. Each class is an easy pattern on mild noise: a
-bright bar whose position (10 places) encodes ``label % 10``, whose orientation encodes ``label // 10 % 2``
-and whose colour encodes ``label // 20`` (CIFAR only), so every one of up to 100 classes is distinct and a
-few steps of training rise clearly above chance. Labels are balanced and fixed by ``seed``.
+MNIST, Fashion-MNIST and KMNIST as the four uncompressed IDX files in ``root/MNIST/raw``,
+``root/FashionMNIST/raw`` or ``root/KMNIST/raw``; CIFAR-10/100 as the python pickles in
+``root/cifar-10-batches-py`` or ``root/cifar-100-python``; SVHN as the MATLAB files ``root/train_32x32.mat``
+and ``root/test_32x32.mat``. Each class is an easy pattern on mild noise: a bright bar whose position
+(10 places) encodes ``label % 10``, whose orientation encodes ``label // 10 % 2`` and whose colour encodes
+``label // 20`` (CIFAR-100 only: the other colour sets' bars are white), so every one of up to 100 classes
+is distinct and a few steps of training rise clearly above chance. Labels are balanced and fixed by ``seed``.
 """
 
 from __future__ import annotations
@@ -18,14 +20,24 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import scipy.io
 from torchvision import datasets
 
-__all__ = ["cifar_checksums_disabled", "disable_cifar_checksums", "write_cifar", "write_mnist"]
+__all__ = [
+    "cifar_checksums_disabled",
+    "disable_cifar_checksums",
+    "svhn_checksums_disabled",
+    "write_cifar",
+    "write_mnist",
+    "write_svhn",
+]
 
 # Bar colours for CIFAR (RGB); CIFAR-10 uses only the first (white), CIFAR-100 all five.
 _COLOURS = np.array([[255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=np.uint8)
 _CIFAR_CLASSES = (datasets.CIFAR10, datasets.CIFAR100)
 _CIFAR_ATTRIBUTES = ("train_list", "test_list", "meta")
+# The IDX data sets by name: each is read by its torchvision class from root/<class name>/raw.
+_IDX_CLASSES = {"mnist": datasets.MNIST, "fashionmnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}
 
 
 def _labels(count: int, classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -55,13 +67,23 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
         f.write(array.astype(np.uint8).tobytes())
 
 
-def write_mnist(root: str | Path, n_train: int = 600, n_test: int = 100, seed: int = 0) -> Path:
-    """Write an MNIST that ``torchvision.datasets.MNIST(root, train=..., download=False)`` loads.
+def write_mnist(
+    root: str | Path,
+    n_train: int = 600,
+    n_test: int = 100,
+    seed: int = 0,
+    kind: Literal["mnist", "fashionmnist", "kmnist"] = "mnist",
+) -> Path:
+    """Write an MNIST (or, by ``kind``, a Fashion-MNIST or a KMNIST: the same IDX files in another folder)
+    that ``torchvision.datasets.MNIST(root, train=..., download=False)`` (``FashionMNIST``, ``KMNIST``) loads.
 
-    Returns ``root/MNIST/raw``, holding ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``.
+    Returns ``root/MNIST/raw`` (``root/FashionMNIST/raw``, ``root/KMNIST/raw``), holding
+    ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``.
     """
+    if kind not in _IDX_CLASSES:
+        raise ValueError(f"kind must be one of {', '.join(_IDX_CLASSES)}, not {kind!r}")
     rng = np.random.default_rng(seed)
-    raw = Path(root) / "MNIST" / "raw"
+    raw = Path(root) / _IDX_CLASSES[kind].__name__ / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, count in (("train", n_train), ("t10k", n_test)):
         labels = _labels(count, 10, rng)
@@ -110,6 +132,38 @@ def write_cifar(
     with open(folder / cls.meta["filename"], "wb") as f:
         pickle.dump(meta, f, protocol=2)
     return folder
+
+
+def write_svhn(root: str | Path, n_train: int = 100, n_test: int = 50, seed: int = 0) -> Path:
+    """Write an SVHN that ``torchvision.datasets.SVHN(root, split="train" or "test")`` loads, as SVHN's own
+    files are: ``X`` (32, 32, 3, N) uint8 (height, width, channel, image) and ``y`` (N, 1) uint8 with the
+    labels 1..10, 10 for the digit 0 (torchvision makes it 0 again).
+
+    Returns ``root``, holding ``train_32x32.mat`` and ``test_32x32.mat``. torchvision checks their md5 sums,
+    which these cannot match: load them inside :func:`svhn_checksums_disabled`.
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n_train), ("test", n_test)):
+        labels = _labels(count, 10, rng)
+        images = _patterned_images(labels, 32, 3, rng)  # (N, C, H, W)
+        stored = np.where(labels == 0, 10, labels).astype(np.uint8).reshape(count, 1)
+        matrices = {"X": np.ascontiguousarray(images.transpose(2, 3, 1, 0)), "y": stored}
+        scipy.io.savemat(folder / datasets.SVHN.split_list[split][1], matrices)
+    return folder
+
+
+@contextlib.contextmanager
+def svhn_checksums_disabled() -> Iterator[None]:
+    """SVHN accepts any file of the right name for the duration of a ``with`` block (its md5 sums are
+    ``None``: torchvision's ``check_integrity(path, None)`` only checks that the file exists); restored after."""
+    saved = datasets.SVHN.__dict__["split_list"]
+    datasets.SVHN.split_list = {split: [url, filename, None] for split, (url, filename, _) in saved.items()}
+    try:
+        yield
+    finally:
+        datasets.SVHN.split_list = saved
 
 
 def disable_cifar_checksums() -> None:

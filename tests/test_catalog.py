@@ -97,8 +97,10 @@ def test_parse_override(text, parsed):
 
 
 def test_specs_reject_inconsistent_combinations():
-    with pytest.raises(ValueError, match="cifar100 needs arch='wrn' with num_classes=100"):
+    with pytest.raises(ValueError, match="cifar100 has 100 classes, the model 10"):
         TrialSpec("cifar100", ModelSpec(arch="wrn", depth=28, width=10), default_recipe("wrn", "paper"))
+    with pytest.raises(ValueError, match="a lenet takes 1x28x28 images, cifar10 has 3x32x32"):
+        TrialSpec("cifar10", ModelSpec(arch="lenet", variant="A"), default_recipe("lenet", "paper"))
     with pytest.raises(ValueError, match="milestones must be increasing positive epochs"):
         Recipe(epochs=5, lr=0.1, milestones=(3, 2), lr_decay=0.1)
 
@@ -175,3 +177,9 @@ def test_precision_and_compile_are_recipe_fields_in_the_key_the_id_and_the_param
     assert bf16.recipe.hashed_fields()["precision"] == "bf16"
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
         apply_overrides(fp32, [parse_override("precision=fp16")])
+
+
+def test_an_override_scoped_to_no_architecture_names_the_scopes():
+    with pytest.raises(ValueError) as raised:
+        parse_override("foo.lr=1")
+    assert str(raised.value) == "--set 'foo.lr=1': a scope must be one of lenet., wrn., resnet., got 'foo'"

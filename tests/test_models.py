@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from models import LENET_VARIANTS, ModelSpec, PushPull2d, build_model
-from sweep.catalog import SWEEPS
+from sweep.catalog import build_sweep
 
 
 def n_params(model: nn.Module) -> int:
@@ -134,7 +134,8 @@ def test_push_pull_defaults_are_the_papers_and_plain_models_carry_none():
         (dict(arch="lenet", variant="PA"), "unknown LeNet variant 'PA'"),
         (dict(arch="lenet", variant="A", depth=28), "depth and width apply to arch='wrn' only"),
         (dict(arch="lenet", variant="A", num_classes=1), "num_classes must be an integer >= 2"),
-        (dict(arch="resnet"), "unknown arch 'resnet'"),
+        (dict(arch="resnet"), "ResNet depth must be one of 18, 34, 50, got None"),
+        (dict(arch="vgg", depth=16), "unknown arch 'vgg': expected 'lenet', 'wrn' or 'resnet'"),
     ],
 )
 def test_invalid_specs_raise_a_clear_value_error(spec, message):
@@ -147,16 +148,19 @@ def test_models_train_a_step_with_gradients_in_the_push_pull_stem():
     for spec in (
         ModelSpec(arch="lenet", variant="A", pushpull=True),
         ModelSpec(arch="wrn", depth=10, width=1, pushpull=True),
+        ModelSpec(arch="resnet", depth=18, in_channels=1, pushpull=True),
     ):
         model = build_model(spec)
         images = torch.rand(4, *spec.input_shape)
         loss = nn.functional.cross_entropy(model(images), torch.tensor([0, 1, 2, 3]))
         loss.backward()
-        stem = model.conv1 if spec.arch == "lenet" else model.stem
+        stem = model.stem if spec.arch == "wrn" else model.conv1
         assert stem.push.weight.grad is not None and stem.push.weight.grad.abs().sum() > 0
 
 
-CATALOG_MODELS = sorted({spec for name in ("paper_full", "sensitivity") for _, spec in SWEEPS[name][1]}, key=repr)
+CATALOG_MODELS = sorted(
+    {trial.model for name in ("paper_full", "sensitivity") for trial in build_sweep(name)}, key=repr
+)
 
 
 @pytest.mark.parametrize("spec", CATALOG_MODELS, ids=lambda s: f"{s.name}-h{s.h}-a{s.alpha}")
@@ -165,7 +169,7 @@ def test_every_models_bf16_forward_agrees_with_its_fp32_forward(spec):
     # catalog the logits measured here differ from fp32 by at most 0.7 % of their norm. Tolerance: 2 %.
     torch.manual_seed(0)
     model = build_model(spec).eval()
-    images = torch.rand(4, *((1, 28, 28) if spec.arch == "lenet" else (3, 32, 32)))
+    images = torch.rand(4, *spec.input_shape)
     with torch.no_grad():
         fp32 = model(images)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -329,8 +329,38 @@ def test_paper_noise_suites():
     assert [p.level for p in cifar if p.noise == "poisson"] == [0.4, 0.5, 1, 1.5, 2, 2.5]
     assert noise_suite("cifar100") == cifar
     assert (len(mnist), len(cifar)) == (24, 22)
-    with pytest.raises(ValueError, match="no noise suite for dataset 'svhn'"):
-        noise_suite("svhn")
+    with pytest.raises(ValueError, match="no noise suite for dataset 'imagenet': expected one of mnist, "):
+        noise_suite("imagenet")
+
+
+# The paper's levels, written out: MNIST's for every grey 28x28 data set, CIFAR's for every colour 32x32 one.
+MNIST_LEVELS = {
+    "gaussian": [0, 0.001, 0.01, 0.1, 0.2, 0.3, 0.4, 0.5],
+    "speckle": [0, 0.001, 0.01, 0.1, 0.2, 0.3, 0.4, 0.5],
+    "poisson": [0.2, 0.3, 0.4, 0.5, 1, 1.5, 2, 2.5],
+}
+CIFAR_LEVELS = {
+    "gaussian": [0, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 2e-2, 3e-2],
+    "speckle": [0, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 2e-2, 3e-2],
+    "poisson": [0.4, 0.5, 1, 1.5, 2, 2.5],
+}
+
+
+@pytest.mark.parametrize(
+    ("dataset", "levels"),
+    [
+        ("mnist", MNIST_LEVELS),
+        ("fashionmnist", MNIST_LEVELS),
+        ("kmnist", MNIST_LEVELS),
+        ("cifar10", CIFAR_LEVELS),
+        ("cifar100", CIFAR_LEVELS),
+        ("svhn", CIFAR_LEVELS),
+    ],
+)
+def test_every_data_set_takes_the_levels_of_the_paper_set_it_looks_like(dataset, levels):
+    expected = tuple(Perturbation(noise, level) for noise, values in levels.items() for level in values)
+    assert noise_suite(dataset) == expected
+    assert suite_settings("paper", dataset) == expected
 
 
 def test_the_registered_suites():
@@ -339,7 +369,7 @@ def test_the_registered_suites():
     noises = ["poisson", "poisson-c1clean", "contrast", "contrast-shot-p60", "contrast-shot-p12", "contrast-shot-p3"]
     variants = tuple(Perturbation(noise, c) for noise in noises for c in [0.2, 0.3, 0.4, 0.5, 1, 1.5, 2, 2.5])
     assert len(variants) == 48
-    for dataset in ("mnist", "cifar10", "cifar100"):
+    for dataset in ("mnist", "fashionmnist", "kmnist", "cifar10", "cifar100", "svhn"):
         assert suite_settings("paper", dataset) == noise_suite(dataset)
         assert suite_settings("poisson-variants", dataset) == variants
         assert suite_settings("shot", dataset) == tuple(Perturbation("shot-clip", peak) for peak in [60, 25, 12, 5, 3])
@@ -349,8 +379,8 @@ def test_the_registered_suites():
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_every_suite_rejects_an_unknown_dataset(suite):
-    with pytest.raises(ValueError, match="no noise suite for dataset 'svhn'"):
-        suite_settings(suite, "svhn")
+    with pytest.raises(ValueError, match="no noise suite for dataset 'imagenet'"):
+        suite_settings(suite, "imagenet")
 
 
 @pytest.mark.parametrize(

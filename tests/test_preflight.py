@@ -345,11 +345,17 @@ def test_help_is_plain_text_with_defaults_and_examples_and_loads_no_heavy_module
     text, loaded = help_text_and_heavy_modules("run")
     assert loaded == "[]"
     assert "`" not in text
-    for default in ("(default: paper)", "(default: 1)", "(default: 2)", "(default: auto)", "(default: 600)"):
+    for default in (
+        "(default: paper)",
+        "(default: the study's)",
+        "(default: 2)",
+        "(default: auto)",
+        "(default: 600)",
+    ):
         assert default in text
     assert "(default: 60)" in text and "(default: 0.05)" in text
     examples = text.split("\nexamples:\n", 1)[1]
-    assert 4 <= sum(line.startswith("  python -m sweep.run") for line in examples.splitlines()) <= 6
+    assert 4 <= sum(line.startswith("  python -m sweep.run") for line in examples.splitlines()) <= 7
 
 
 @pytest.mark.parametrize(("command", "examples"), [("aggregate", 5), ("evaluate", 3)])
@@ -442,7 +448,7 @@ def test_each_environment_default_is_used_when_its_option_is_absent(
     ("option", "message"),
     [
         (["--set", "epochs"], "--set 'epochs': expected KEY=VALUE"),
-        (["--set", "foo.lr=1"], "--set 'foo.lr=1': a scope must be 'lenet.' or 'wrn.', got 'foo'"),
+        (["--set", "foo.lr=1"], "--set 'foo.lr=1': a scope must be one of lenet., wrn., resnet., got 'foo'"),
         (["--set", "grad_clip=abc"], "invalid value in --set grad_clip=abc: grad_clip takes a number or none"),
         (["--set", "grad_clip=-1"], "invalid --set for A: grad_clip must be a number > 0 or none, got -1.0"),
         (["--set", "nesterov=maybe"], "invalid value in --set nesterov=maybe: nesterov takes true or false"),

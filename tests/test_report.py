@@ -113,7 +113,7 @@ def assert_written(out: Path, figures: set[str]) -> None:
 
 def test_the_whole_paper_renders_every_figure_and_table(full):
     out, draws = full
-    assert_written(out, PAPER_FIGURES)
+    assert_written(out, PAPER_FIGURES | {"search"})  # the sensitivity grid is a searched (h, alpha)
     image = matplotlib.image.imread(out / "figure7_poisson_depth.png")
     assert image.ndim == 3 and image.shape[0] > 500 and image.shape[1] > 800 and float(image[..., :3].std()) > 0.05
     # Table 3: the plain WRN-16-10 and the 3 x 3 grid of (h, alpha), each measured on both seeds.
@@ -139,6 +139,19 @@ def test_the_whole_paper_renders_every_figure_and_table(full):
     )
     assert "LeNet lr 0.01 included" not in text
     assert all(f"![{f}]({f}.png)" in text for f in PAPER_FIGURES)
+    # The sensitivity grid, searched: known_accuracy ignores h and alpha, so its nine points tie, all on the
+    # Pareto front, and the lowest (h, alpha) is the best.
+    points = pd.read_parquet(out / "search_points.parquet")
+    assert list(zip(points["model"], points["h"], points["alpha"])) == [
+        ("WRN-16-10-PP", h, a) for h in (1.0, 1.5, 2.0) for a in (0.5, 1.0, 1.5)
+    ]
+    assert points["pareto"].all() and list(points["best"]) == [True] + [False] * 8
+    best = pd.read_parquet(out / "search_best_effect.parquet")
+    assert set(zip(best["plain"], best["model"], best["h"], best["alpha"])) == {("WRN-16-10", "WRN-16-10-PP", 1.0, 0.5)}
+    section = text[text.index("## Searched (h, alpha)") : text.index("## Comparison with the paper")]
+    assert f"### Recipe {WRN_RECIPE}, cifar10, WRN-16-10-PP: 9 (h, alpha)" in section
+    assert "Best h=1, alpha=0.5 against WRN-16-10, paired by seed" in section
+    assert "![search](search.png)" in section and "-0.00" not in section
 
 
 def test_a_diverged_push_pull_arm_leaves_its_figures_drawn_without_it(full):

@@ -71,7 +71,10 @@ def mnist_root(tmp_path_factory):
         ),
         (["lenet", "--seeds", "0"], "sweep.run: error: --seeds must be an integer >= 1, got 0"),
         (["lenet", "--profile", "fast"], "sweep.run: error: argument --profile: invalid choice: 'fast'"),
-        ([], "sweep.run: error: name a sweep"),
+        (
+            [],
+            "sweep.run: error: name a study: lenet, wrn_width, wrn_depth, cifar100, sensitivity, paper_full or a study file",
+        ),
     ],
 )
 def test_bad_input_stops_with_one_line_and_exit_2_before_ray_starts(tmp_path, args, message):

@@ -225,8 +225,9 @@ def test_scored_images_is_the_recipes_cap_within_the_data_sets_test_set():
     assert scored_images(recipes, "large", "cifar10") == 10000.0  # a cap above the test set scores all of it
     assert scored_images(recipes, "uncapped", "cifar100") == 10000.0
     assert scored_images(recipes, "absent", "mnist") == 10000.0
-    assert scored_images(recipes, "small", "svhn") == 500.0  # a data set of unknown size: the cap
-    assert math.isnan(scored_images(recipes, "uncapped", "svhn"))
+    assert scored_images(recipes, "small", "imagenet") == 500.0  # a data set of unknown size: the cap
+    assert math.isnan(scored_images(recipes, "uncapped", "imagenet"))
+    assert scored_images(recipes, "uncapped", "svhn") == 26032.0
 
 
 def test_the_prediction_interval_is_t_times_sd_times_root_one_plus_one_over_n():

@@ -11,13 +11,14 @@ from torch import nn
 
 from models import ModelSpec, build_model
 from perturb import noise_suite
-from sweep.data import MEAN_STD
+from sweep.datasets import DATASETS
 from sweep.health import MIN_STEPS, HealthMonitor
 from sweep.specs import default_recipe
 from sweep.training import (
     NonFiniteLoss,
     Normalizer,
     OverheadBudget,
+    augment,
     capped_test_set,
     evaluate,
     evaluate_suite,
@@ -62,9 +63,10 @@ def test_evaluate_suite_gives_the_callers_clean_accuracy_to_the_settings_that_le
 
 
 def test_normalizer_uses_the_datasets_mean_and_std():
-    normalize = Normalizer(*MEAN_STD["cifar10"], torch.device("cpu"), enabled=True)
+    cifar10 = DATASETS["cifar10"]
+    normalize = Normalizer(cifar10.mean, cifar10.std, torch.device("cpu"), enabled=True)
     out = normalize(torch.full((1, 3, 2, 2), 0.5))
-    expected = [(0.5 - m) / s for m, s in zip(*MEAN_STD["cifar10"])]
+    expected = [(0.5 - m) / s for m, s in zip((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))]
     assert torch.allclose(out[0, :, 0, 0], torch.tensor(expected))
 
 
@@ -76,9 +78,12 @@ def test_train_epoch_honours_the_batch_cap_and_lowers_the_loss():
     images[labels == 1, :, 10:18, :] = 255  # class 1 has a bright bar
     model = build_model(ModelSpec(arch="lenet", variant="D"))
     optimizer = make_optimizer(model, recipe)
-    normalize = Normalizer(*MEAN_STD["mnist"], torch.device("cpu"), enabled=True)
+    normalize = Normalizer(DATASETS["mnist"].mean, DATASETS["mnist"].std, torch.device("cpu"), enabled=True)
     generator = torch.Generator().manual_seed(0)
-    epochs = [train_epoch(model, optimizer, images, labels, recipe, normalize, generator, epoch) for epoch in range(6)]
+    epochs = [
+        train_epoch(model, optimizer, images, labels, recipe, normalize, generator, epoch, flip=False)
+        for epoch in range(6)
+    ]
     assert all(epoch.images == 4 * recipe.batch_size for epoch in epochs)
     assert epochs[-1].loss < 0.5 * epochs[0].loss
     test_images, test_labels = capped_test_set(images, labels, recipe)
@@ -93,12 +98,66 @@ def test_train_epoch_reports_the_loss_of_every_step():
     before = copy.deepcopy(model)
     images, labels = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8), torch.arange(64) % 10
     stats = train_epoch(
-        model, make_optimizer(model, recipe), images, labels, recipe, identity(), torch.Generator().manual_seed(0), 0
+        model,
+        make_optimizer(model, recipe),
+        images,
+        labels,
+        recipe,
+        identity(),
+        torch.Generator().manual_seed(0),
+        0,
+        flip=False,
     )
     first = torch.randperm(64, generator=torch.Generator().manual_seed(0))[:8]  # the epoch's first batch
     assert len(stats.step_losses) == 4 and all(type(loss) is float for loss in stats.step_losses)
     assert stats.step_losses[0] == F.cross_entropy(before(images[first].float().div_(255)), labels[first]).item()
     assert sum(stats.step_losses) / 4 == pytest.approx(stats.loss, rel=1e-6)  # equal batches: the epoch's mean
+
+
+def _windows(padded: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Every size x size window of one padded image (C, H, W)."""
+    span = padded.shape[-1] - size + 1
+    return [padded[:, r : r + size, c : c + size] for r in range(span) for c in range(span)]
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32)])
+def test_augment_without_flip_crops_the_images_own_size_and_never_mirrors(channels, size):
+    # Values rise along every row: a mirrored window (falling along its rows) equals no window of any image.
+    n = 32
+    images = torch.arange(n * channels * size * size, dtype=torch.float32).view(n, channels, size, size)
+    kept = augment(images, torch.Generator().manual_seed(0), flip=False)
+    assert kept.shape == (n, channels, size, size)
+    padded = F.pad(images, (4, 4, 4, 4))
+    for i in range(n):
+        windows = _windows(padded[i], size)
+        assert sum(torch.equal(kept[i], window) for window in windows) == 1
+        assert not any(torch.equal(kept[i], window.flip(2)) for window in windows)
+    assert not torch.equal(kept, images)  # it crops: some window is off the centre
+    # flip=True draws the same crops and mirrors some of them (each with probability 1/2)
+    maybe = augment(images, torch.Generator().manual_seed(0), flip=True)
+    mirrored = [i for i in range(n) if not torch.equal(maybe[i], kept[i])]
+    assert 0 < len(mirrored) < n
+    assert all(torch.equal(maybe[i], kept[i].flip(2)) for i in mirrored)
+    assert torch.equal(augment(images, torch.Generator().manual_seed(0), flip=False), kept)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_train_epoch_augments_with_the_flip_it_is_given(monkeypatch, flip):
+    import sweep.training
+
+    calls = []
+
+    def recording(images, generator, padding=4, flip=True):
+        calls.append(flip)
+        return images
+
+    monkeypatch.setattr(sweep.training, "augment", recording)
+    recipe = dataclasses.replace(default_recipe("lenet", "smoke"), max_train_batches=2, batch_size=8, augment=True)
+    model = build_model(ModelSpec(arch="lenet", variant="D"))
+    images, labels = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8), torch.arange(16) % 10
+    generator = torch.Generator().manual_seed(0)
+    train_epoch(model, make_optimizer(model, recipe), images, labels, recipe, identity(), generator, 0, flip=flip)
+    assert calls == [flip, flip]
 
 
 def test_warmup_rates_follow_the_formula_then_the_base_rate_and_its_milestones():
@@ -131,7 +190,7 @@ def test_train_epoch_applies_the_per_step_rates_and_clips_gradients():
 
     optimizer.register_step_pre_hook(record_rate_and_gradient_norm)
     images, labels = torch.randint(0, 255, (64, 1, 28, 28), dtype=torch.uint8), torch.arange(64) % 10
-    train_epoch(model, optimizer, images, labels, recipe, identity(), torch.Generator().manual_seed(0), 0)
+    train_epoch(model, optimizer, images, labels, recipe, identity(), torch.Generator().manual_seed(0), 0, flip=False)
     assert [rate for rate, _ in seen] == pytest.approx([0.025, 0.05, 0.075, 0.1])
     assert all(norm <= 1.01e-6 for _, norm in seen)
 
@@ -151,6 +210,7 @@ def test_a_non_finite_loss_stops_the_epoch_with_the_step_it_happened():
             identity(),
             torch.Generator().manual_seed(0),
             0,
+            flip=False,
         )
     assert caught.value.step < 20 and str(caught.value).startswith("loss is ")
 

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from models import ModelSpec, build_model
-from sweep.data import MEAN_STD, load_dataset
+from sweep.data import load_dataset
+from sweep.datasets import DATASETS
 from sweep.specs import default_recipe
 from sweep.training import (
     Normalizer,
@@ -86,13 +87,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # a LeNet trial gets one CPU
     data = load_dataset("mnist", args.data_root)
-    normalize = Normalizer(*MEAN_STD["mnist"], torch.device("cpu"), enabled=True)
+    normalize = Normalizer(DATASETS["mnist"].mean, DATASETS["mnist"].std, torch.device("cpu"), enabled=True)
     traces = {}
     for key, (name, seed, profile, lr, shows) in TRACES.items():
         recipe, generator, model, optimizer = setup(name, seed, profile, lr)
         entry = {"model": name, "seed": seed, "profile": profile, "lr": lr, "shows": shows}
         if lr < 50:
-            stats = train_epoch(model, optimizer, data.train_images, data.train_labels, recipe, normalize, generator, 0)
+            stats = train_epoch(
+                model, optimizer, data.train_images, data.train_labels, recipe, normalize, generator, 0, flip=False
+            )
             # the loop above must be train_epoch's: same losses where both run
             assert key != "slow-D-s1" or list(stats.step_losses) == until_non_finite(
                 data, normalize, name, seed, profile, lr
