@@ -358,7 +358,9 @@ def replay_trials(storage: SweepStorage, sweep: str, specs: list[TrialSpec], wri
         for result in results:
             writer.submit("log_result", spec, result)
         last = results[-1]
-        if last.get("health") == "diverged" or any(parse_noise_metric(name) for name in last):
+        # A trial of a search scores the suite every epoch: only its last epoch's scores end it.
+        trained = int(last.get("epoch", 0)) >= spec.recipe.epochs
+        if last.get("health") == "diverged" or (trained and any(parse_noise_metric(name) for name in last)):
             writer.submit("finish", spec, last)
     return replayed
 

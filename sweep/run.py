@@ -721,7 +721,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
         flush=True,
     )
     results = tuner.fit()
-    outcomes, code = _summarize(results, writer)
+    outcomes, code = _summarize(results, writer, base is not None and plan.study.search.scheduler != "none")
     # What the storage kept and the callback never saw (a search's trials are known once it made them).
     replay_trials(storage, plan.sweep, specs + searched_specs(storage, plan.sweep), writer)
     code = _deliver(writer, args, code)
@@ -817,12 +817,12 @@ def _wait_for_gpus(seconds: float, mode: str) -> None:
     )
 
 
-def _summarize(results: Any, writer: TrackingWriter) -> tuple[list[TrialOutcome], int]:
+def _summarize(results: Any, writer: TrackingWriter, early_stops: bool) -> tuple[list[TrialOutcome], int]:
     """Make sure the run of an errored trial ends FAILED, and report how the trials ended: (each trial's
     outcome, 1 when a trial failed or diverged, else 0)."""
     from sweep.tracking import reconcile_results
 
-    outcomes = reconcile_results(results, writer)
+    outcomes = reconcile_results(results, writer, early_stops)
     _print_summary(outcomes)
     return outcomes, int(any(o.status in ("failed", "diverged") for o in outcomes))
 

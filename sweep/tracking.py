@@ -316,17 +316,20 @@ class TrialOutcome:
     reason: str = ""
 
 
-def reconcile_results(results: Any, writer: Any) -> list[TrialOutcome]:
+def reconcile_results(results: Any, writer: Any, early_stops: bool = False) -> list[TrialOutcome]:
     """How each trial of Tune's ``results`` (a ResultGrid, or any iterable of results with ``config``,
     ``error`` and ``metrics``) ended, in order; the run of each failed trial is made to end FAILED through
     ``writer.submit("fail", spec, reason)`` (sweep.mirror's TrackingWriter), since a trial that died may not
-    have said so itself. A diverged trial's run already ended FAILED when it reported."""
+    have said so itself. A diverged trial's run already ended FAILED when it reported. ``early_stops``: a
+    search's scheduler stopped trials early, so a searched trial with fewer epochs than its recipe's was
+    ``stopped`` (without one, it was interrupted)."""
     outcomes = []
     for result in results:
         spec, metrics = TrialSpec.from_config(result.config), dict(result.metrics or {})
         status, reason = trial_status(result.error, metrics), ""
-        if status == "finished" and int(metrics.get("epoch", spec.recipe.epochs)) < spec.recipe.epochs:
-            status = "stopped"  # by a search's scheduler (ASHA): its scores are of a shorter training
+        trained = int(metrics.get("epoch", spec.recipe.epochs))
+        if early_stops and status == "finished" and result.config.get("searched") and trained < spec.recipe.epochs:
+            status = "stopped"  # by the search's scheduler (ASHA): its scores are of a shorter training
         if status == "failed":
             reason = failure_reason(result.error, metrics)
             writer.submit("fail", spec, reason)

@@ -555,9 +555,7 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial_or_a_
     for run in runs:
         assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
 
-    # Known bug (sweep.mirror.replay_trials, at the end of the interrupted launch): every epoch of a search's
-    # trial carries noise scores, which replay takes for a trial that ended: the held trial's run is ended
-    # FINISHED with its epoch-1 scores (results.json, curve/ metrics), and is not ended again once it trained on.
-    stale = stale_results(runs)
-    if len(finished_at_interrupt) != 2 or stale:  # 2: the twin and the first point
-        pytest.xfail(f"FINISHED when the driver stopped: {finished_at_interrupt}; stale results.json: {stale}")
+    # Every epoch of a search's trial carries noise scores: the replay at the end of the interrupted launch
+    # must not take the held trial's epoch-1 scores for its end (its run stays open, and ends with epoch 2's).
+    assert len(finished_at_interrupt) == 2, finished_at_interrupt  # the twin and the first point
+    assert stale_results(runs) == []
