@@ -341,7 +341,7 @@ def _one_table_per_model(rows: pd.DataFrame) -> pd.DataFrame:
     for dataset, model, source in zip(rows["dataset"], rows["model"], rows["source"]):
         first.setdefault((dataset, plain_name(model)), source)
     keep = [first[(d, plain_name(m))] == s for d, m, s in zip(rows["dataset"], rows["model"], rows["source"])]
-    return rows[keep].drop(columns="order")
+    return rows[np.array(keep, dtype=bool)].drop(columns="order")  # an array: [] would select no column
 
 
 def _suite_figure(
@@ -424,8 +424,9 @@ def _draw(
 
 
 def _suite_figures(aggregation: Aggregation, out: Path) -> list[Path]:
-    """One PNG per (noise, data set, recipe) of a suite: ``<suite>_<noise>[_<dataset>][_<recipe>].png``, the
-    data set and recipe named only when the suite's results hold several, with every plain model and the
+    """One PNG per (noise, data set, recipe) of a suite: ``<suite>_<noise>[_<dataset>][_<recipe>].png`` (no
+    ``<suite>_`` for the paper's suite: a study of one's own), the data set and recipe named only when the
+    suite's results hold several, with every plain model and the
     push-pull ones at the paper's default (h, alpha); where other (h, alpha) were measured, a second PNG,
     ``<same name>_h_alpha.png``, with every (h, alpha) of those models beside their plain twins."""
     cells = aggregation.cells[aggregation.cells["noise"] != "clean"]
@@ -434,9 +435,11 @@ def _suite_figures(aggregation: Aggregation, out: Path) -> list[Path]:
     for (noise, dataset, recipe), group in sorted(
         cells.groupby(["noise", "dataset", "recipe"]), key=lambda item: (_noise_key((item[0][0], 0)), item[0][1:])
     ):
-        name = "_".join([aggregation.suite, noise] + [dataset] * several_datasets + [recipe] * several_recipes)
+        # The paper's suite here is a study of one's own: its figures are named and titled by noise alone.
+        suite = [] if aggregation.suite == PAPER_SUITE else [aggregation.suite]
+        name = "_".join([*suite, noise] + [dataset] * several_datasets + [recipe] * several_recipes)
         arms = sorted(set(_arms(group)), key=_arm_order)
-        title = f"Suite {aggregation.suite}: {noise} on {dataset}, by level"
+        title = "".join(f"Suite {s}: " for s in suite) + f"{noise} on {dataset}, by level"
         grid = {plain_name(a[0]) for a in arms if not _is_default(a)}
         figures = [(out / f"{name}.png", [a for a in arms if _is_default(a)], title)]
         if grid:
@@ -451,8 +454,9 @@ def _suite_figures(aggregation: Aggregation, out: Path) -> list[Path]:
 
 def _figures(aggregation: Aggregation, out: Path) -> list[Path]:
     """One PNG per (paper figure, recipe) with measured cells: ``<figure_stem>.png`` when the table holds
-    one recipe, ``<figure_stem>_<recipe>.png`` when it holds several."""
-    if aggregation.suite != PAPER_SUITE:
+    one recipe, ``<figure_stem>_<recipe>.png`` when it holds several; a study of one's own (no paper table)
+    and another suite have the figures of a suite, one per noise (:func:`_suite_figures`)."""
+    if aggregation.suite != PAPER_SUITE or not aggregation.paper_tables:
         return _suite_figures(aggregation, out)
     written, layouts = [], {t.stem: t for t in PAPER_TABLES}
     for stem, table in aggregation.paper_tables.items():

@@ -196,9 +196,10 @@ def load_study(name_or_path: str) -> Study:
 
 
 def built_in_names() -> list[str]:
-    """The built-in studies, in the order the catalog lists them (the paper's sweeps, then paper_full)."""
+    """The built-in studies, in the order the catalog lists them: the paper's sweeps as paper_full includes
+    them, paper_full, then any other by name."""
     names = sorted(path.stem for path in BUILT_IN.glob("*.toml"))
-    order = ["lenet", "wrn_width", "wrn_depth", "cifar100", "sensitivity", "paper_full"]
+    order = [*_read(BUILT_IN / "paper_full.toml")["include"], "paper_full"]
     return [n for n in order if n in names] + [n for n in names if n not in order]
 
 

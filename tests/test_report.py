@@ -520,3 +520,31 @@ def test_a_number_that_rounds_to_zero_never_reads_minus_zero():
     ]
     assert report._number(-0.004, signed=False) == "0.00"
     assert [report._tick(v) for v in (-1e-12, -0.0, -2.5, 97.5)] == ["0", "0", "-2.5", "97.5"]
+
+
+def test_a_study_of_ones_own_reports_its_effects_and_a_figure_per_noise_without_the_papers_claims(tmp_path):
+    study = tmp_path / "resnet_mnist.toml"
+    study.write_text(
+        'datasets = ["mnist"]\nseeds = 2\n\n[[models]]\narch = "resnet"\ndepth = 18\npushpull = [false, true]\n'
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "resnet_mnist", (tmp_path / "artifacts").as_uri())
+    specs = build_sweep(str(study), profile="smoke")
+    assert [(s.model.name, s.seed) for s in specs] == [
+        ("ResNet-18", 0),
+        ("ResNet-18-PP", 0),
+        ("ResNet-18", 1),
+        ("ResNet-18-PP", 1),
+    ]
+    for spec in specs:
+        log_trial(tracker, spec)
+    out = tmp_path / "results"
+    assert aggregate(uri, out, "--sweep", str(study), "--report") == 0
+    assert {p.name for p in out.glob("*.png")} == {"gaussian.png", "speckle.png", "poisson.png"}
+    assert not (out / "claims.parquet").exists()
+    text = (out / "report.md").read_text()
+    claims = text.split("## The paper's claims\n\n", 1)[1].split("\n", 1)[0]
+    assert claims == "Not tested: this is a study of its own; its push-pull effects, paired by seed, are below."
+    assert "| ResNet-18-PP - ResNet-18 | 0 |" in text  # the clean cell of the pair's paired effect
+    for noise in ("gaussian", "speckle", "poisson"):
+        assert f"![{noise}]({noise}.png)" in text

@@ -399,7 +399,10 @@ def test_the_aggregator_writes_the_search_tables_only_where_something_was_search
 def test_the_report_has_a_searched_section_and_figure(tmp_path):
     aggregation = aggregate(fake_runs(GRID), [], search_metric="noise/gaussian")
     written = report.write_report(aggregation, tmp_path)
-    assert [p.name for p in written] == ["search.png", "report.md"]
+    # No paper table (no built-in study named): the figures of a study of one's own, one per noise, with every
+    # (h, alpha) measured in a second one, then the search's
+    per_noise = [f"{noise}{every}.png" for noise in ("gaussian", "speckle", "poisson") for every in ("", "_h_alpha")]
+    assert [p.name for p in written] == [*per_noise, "search.png", "report.md"]
     text = (tmp_path / "report.md").read_text()
     section = text[text.index("## Searched (h, alpha)") :]
     recipe = PA[0].recipe.id
