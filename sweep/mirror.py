@@ -90,6 +90,8 @@ def outage_reason(error: BaseException) -> str:
     text = str(error)
     for pattern, reason in (
         (r"connection refused", "connection refused"),
+        # A server killed during a request: requests' ConnectionError without urllib3's retry wrapper.
+        (r"connection aborted|remote end closed|connection reset|broken pipe", "connection lost"),
         (r"timed? ?out", "timed out"),
         (r"name or service not known|nodename nor servname|failed to resolve", "unknown host"),
         (r"database is locked", "database is locked"),

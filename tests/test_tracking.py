@@ -21,7 +21,7 @@ from sweep import mirror
 from sweep.aggregate import main as aggregate_main
 from sweep.catalog import build_sweep
 from sweep.metrics import epoch_metrics, noise_metric
-from sweep.mirror import DeadLetters, TrackingWriter
+from sweep.mirror import DeadLetters, TrackingWriter, outage_reason
 from sweep.run import EXIT_WRITES_WAIT, main
 from sweep.storage import SweepStorage
 from sweep.tracking import Tracker, check_store
@@ -395,7 +395,7 @@ def test_a_tracking_server_away_longer_than_mlflows_retries_stops_nothing(
         assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]
         log = (tmp_path / "driver.log").read_text()
         unavailable = re.compile(
-            rf"MLflow at {re.escape(uri)} unavailable since \d\d:\d\d:\d\d \((connection refused|no answer)\): "
+            rf"MLflow at {re.escape(uri)} unavailable since \d\d:\d\d:\d\d \((connection refused|connection lost|no answer)\): "
             r"\d+ writes wait, retried in the background; training goes on"
         )
         assert any(unavailable.fullmatch(line) for line in log.splitlines()), log[-3000:]
@@ -689,3 +689,29 @@ def test_a_sweep_continues_at_another_tracking_store_only_when_it_holds_the_swee
         "(it started at http://127.0.0.1:9/)"
     ) in out
     assert (storage / "lenet.sweep.json").read_text() == record  # a dry run changes nothing
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (
+            "API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/create failed with exception "
+            "('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))",
+            "connection lost",
+        ),
+        (
+            "API request to http://127.0.0.1:5000/api/2.0/mlflow/runs/create failed with exception "
+            "HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded with url: /api/2.0/mlflow/runs/create "
+            "(Caused by NewConnectionError('Failed to establish a new connection: [Errno 111] Connection refused'))",
+            "connection refused",
+        ),
+        ("('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))", "connection lost"),
+        (
+            "HTTPConnectionPool(host='mlflow', port=5000): Max retries exceeded with url: /api (Caused by x)",
+            "no answer",
+        ),
+        ("API request failed with error code 503 != 200", "HTTP 503"),
+    ],
+)
+def test_an_outage_is_named_in_a_few_words(message, reason):
+    assert outage_reason(RuntimeError(message)) == reason
