@@ -188,9 +188,13 @@ def follow_moved_store(database: Path) -> None:
 
 def _check_database(database: Path) -> None:
     """Raise TrackingUnavailable (one line) when the file ``database`` is not a SQLite database that this
-    process can read; opened read-only, so that nothing changes."""
+    process can read; opened read-only, so that nothing changes, unless a writer killed mid-transaction (a
+    driver killed while it logged) left its rollback journal: only a read-write connection may roll that
+    back (read-only, SQLite says "attempt to write a readonly database"), which restores the last committed
+    state, as MLflow's own first connection would."""
+    mode = "rw" if database.with_name(f"{database.name}-journal").exists() else "ro"
     try:
-        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode={mode}", uri=True)) as connection:
             connection.execute("SELECT 1 FROM sqlite_master").fetchone()
     except sqlite3.Error as error:
         raise _unreadable(database, error) from None

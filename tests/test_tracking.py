@@ -1,10 +1,12 @@
 """Nothing lost, nothing doubled: idempotent tracking, a writer that outlasts MLflow outages, resumed and
 re-launched sweeps, a driver killed mid-sweep."""
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -715,3 +717,33 @@ def test_a_sweep_continues_at_another_tracking_store_only_when_it_holds_the_swee
 )
 def test_an_outage_is_named_in_a_few_words(message, reason):
     assert outage_reason(RuntimeError(message)) == reason
+
+
+HELD_IN_A_TRANSACTION = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("PRAGMA cache_size=1")  # the change spills into the database file before any commit
+connection.execute("BEGIN")
+connection.execute("UPDATE runs SET x = x + 1")
+print("writing", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_store_whose_writer_was_killed_mid_transaction_passes_the_check_with_its_last_commit(tmp_path):
+    database = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("CREATE TABLE runs (x INTEGER)")
+        connection.executemany("INSERT INTO runs VALUES (?)", [(1,)] * 20000)
+        connection.commit()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HELD_IN_A_TRANSACTION, str(database)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout.readline() == "writing\n"
+    writer.kill()  # as a driver killed while it logged: its rollback journal stays
+    writer.wait(timeout=30)
+    writer.stdout.close()
+    assert (tmp_path / "mlflow.db-journal").exists()
+    check_store(f"sqlite:///{database}")
+    with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+        assert connection.execute("SELECT SUM(x) FROM runs").fetchone() == (20000,)  # the last commit, whole
