@@ -275,13 +275,16 @@ def _study(args: argparse.Namespace) -> Study:
 
 
 def _plan(
-    args: argparse.Namespace, gpus: bool, capability: tuple[int, int] | None = None, all_bf16: bool = False
+    args: argparse.Namespace,
+    study: Study,
+    gpus: bool,
+    capability: tuple[int, int] | None = None,
+    all_bf16: bool = False,
 ) -> tuple[list[TrialSpec], TrialSpec | None]:
     """The trials of the study asked for and, for a study that searches, the base of its searched trials
     (sweep.study.Study.search_base; else None), each in the precision :func:`_precision` gives it for trials
     that get GPUs (``gpus``) of compute ``capability`` (None: not known); ``all_bf16``: bf16 for every one,
     as the engine before the precision table gave GPU trials (a sweep it started continues so)."""
-    study = _study(args)
     try:
         overrides = _overrides(args)
         specs = study.trials(args.profile, args.seeds, overrides)
@@ -415,7 +418,7 @@ def preflight(args: argparse.Namespace) -> Plan:
     data sets (loaded; downloaded first where absent, unless a dry run). Creates nothing; raises UsageError
     (one line) at the first problem, before any download."""
     study = _study(args)
-    specs, base = _plan(args, gpus=False)  # the study, --seeds, every --set
+    specs, base = _plan(args, study, gpus=False)  # the study, --seeds, every --set
     _check_options(args)
     address = ray_address(args.address)
     if not args.sync:  # --sync trains nothing: it needs no Ray
@@ -440,7 +443,7 @@ def preflight(args: argparse.Namespace) -> Plan:
     except (StorageError, LeaseHeld) as error:
         raise UsageError(str(error)) from None
     if started is not None:
-        specs, base = _plan(args, *_started_gpus(started))  # the precision it started with
+        specs, base = _plan(args, study, *_started_gpus(started))  # the precision it started with
         _check_continued(started, specs)
 
     from sweep.tracking import TrackingUnavailable, check_store
@@ -552,7 +555,7 @@ def _dry_run(plan: Plan, args: argparse.Namespace) -> None:
     if plan.started is not None:
         specs, base = list(plan.specs), plan.search_base
     else:
-        specs, base = _plan(args, gpus, capability)
+        specs, base = _plan(args, plan.study, gpus, capability)
     print(_trial_table(specs))
     if base is not None:
         print(_search_line(plan.study.search, base, plan.study.seeds if args.seeds is None else args.seeds))
@@ -647,7 +650,7 @@ def launch(plan: Plan, args: argparse.Namespace) -> int:
     probe = plan.probe or (_probe(args) if gpus and plan.started is None else None)  # a GPU node that came since
     capability = probe.capability if probe else None
     if plan.started is None:
-        specs, base = _plan(args, gpus, capability)
+        specs, base = _plan(args, plan.study, gpus, capability)
     writer, experiment_id = _open_tracking(plan)
     storage = plan.storage
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=1)

@@ -41,6 +41,7 @@ import dataclasses
 import itertools
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,13 @@ class _ModelTable:
     datasets: tuple[str, ...]
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
 
+    def points(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(data set, the model's fields) of every point of the table's grid, in grid order."""
+        names = [name for name, _ in self.axes]
+        for dataset in self.datasets:
+            for values in itertools.product(*(values for _, values in self.axes)):
+                yield dataset, dict(zip(names, values))
+
 
 @dataclass(frozen=True)
 class Study:
@@ -121,12 +129,7 @@ class Study:
     def pairs(self) -> list[tuple[str, ModelSpec]]:
         """Every (data set, model) of the study, in grid order, duplicates merged (a searched push-pull model
         with the paper's h and alpha)."""
-        pairs: dict[tuple[str, ModelSpec], None] = {}
-        for table in self.models:
-            names = [name for name, _ in table.axes]
-            for dataset in table.datasets:
-                for values in itertools.product(*(values for _, values in table.axes)):
-                    pairs.setdefault((dataset, _model_spec(dict(zip(names, values)), dataset)), None)
+        pairs = {(dataset, _model_spec(fields, dataset)): None for t in self.models for dataset, fields in t.points()}
         return list(pairs)
 
     def trials(
@@ -207,7 +210,7 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as file:
             return tomllib.load(file)
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise StudyError(f"{path}: not TOML: {error}") from None
     except OSError as error:
         raise StudyError(f"{path}: cannot read it: {error.strerror}") from None
@@ -413,17 +416,13 @@ def _check_grid(where: str, study: Study) -> None:
         for key in SEARCHED:
             if key in dict(table.axes):
                 raise StudyError(f"{where}: models: {key} is searched ([search]): leave it out of [[models]]")
-    for table in study.models:
-        names = [name for name, _ in table.axes]
-        for dataset in table.datasets:
-            for values in itertools.product(*(values for _, values in table.axes)):
-                fields = dict(zip(names, values))
-                try:
-                    model = _model_spec(fields, dataset)
-                    TrialSpec(dataset, model, default_recipe(model.arch, "smoke"))
-                except ValueError as error:
-                    shown = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-                    raise StudyError(f"{where}: models ({shown}) on {dataset}: {error}") from None
+    for dataset, fields in (point for table in study.models for point in table.points()):
+        try:
+            model = _model_spec(fields, dataset)
+            TrialSpec(dataset, model, default_recipe(model.arch, "smoke"))
+        except ValueError as error:
+            shown = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+            raise StudyError(f"{where}: models ({shown}) on {dataset}: {error}") from None
     if study.search is None:
         return
     pushpull = {(d, m.name) for d, m in study.pairs() if m.pushpull}

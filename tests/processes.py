@@ -291,3 +291,18 @@ def trials_held_in_training(sweep: Path, epochs: int, trials: int, count: int) -
         catcher.join()
     if errors:
         raise errors[0]
+
+
+def driver_running(trainable: str) -> str:
+    """The source of a ``python -m sweep.run`` (``python -c SOURCE ARGS...``) whose trials run ``trainable``
+    (``module:function``, a wrapper of sweep.trainable.train_trial) instead of train_trial: Tune resumes a
+    sweep with the trainable it began with, so a test's trainable must be the driver's from the start."""
+    module, function = trainable.split(":")
+    return (
+        "import sys\n"
+        "import sweep.trainable\n"
+        f"from {module} import {function}\n"
+        f"sweep.trainable.train_trial = {function}\n"
+        "from sweep.run import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )

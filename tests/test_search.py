@@ -28,7 +28,7 @@ from sweep.specs import TrialSpec
 from sweep.storage import SweepStorage
 from sweep.study import Search, load_study
 from tests.datasets import write_mnist
-from tests.processes import wait_for
+from tests.processes import driver_running, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 BASE = build_sweep("lenet", profile="smoke")[4]  # PA: LeNet A with push-pull, the paper's h = 2 and alpha = 1
@@ -480,14 +480,7 @@ def a_point_held_in_training(config, datasets):
 
 
 # `python -m sweep.run` whose trials run a_point_held_in_training.
-HOLDING_DRIVER = (
-    "import sys\n"
-    "import sweep.trainable\n"
-    "from tests.test_search import a_point_held_in_training\n"
-    "sweep.trainable.train_trial = a_point_held_in_training\n"
-    "from sweep.run import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
+HOLDING_DRIVER = driver_running("tests.test_search:a_point_held_in_training")
 
 
 def searched_folders(sweep: Path) -> list[Path]:

@@ -378,6 +378,13 @@ def test_a_study_file_that_does_not_exist_stops_with_one_line(tmp_path, capsys, 
     fails_with_one_line(capsys, monkeypatch, tmp_path, str(path), f"no study file {path}")
 
 
+def test_a_study_file_that_is_not_utf8_stops_with_one_line(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'description = "caf\xe9"\n')
+    message = f"{path}: not TOML: 'utf-8' codec can't decode byte 0xe9 in position 18: invalid continuation byte"
+    fails_with_one_line(capsys, monkeypatch, tmp_path, str(path), message)
+
+
 def test_an_unknown_built_in_study_stops_with_one_line(tmp_path, capsys, monkeypatch):
     message = (
         "unknown sweep 'lenets': expected one of lenet, wrn_width, wrn_depth, cifar100, sensitivity, paper_full, "

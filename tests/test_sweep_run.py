@@ -23,7 +23,14 @@ from sweep.checkpoints import CHECKPOINT_FILE, checkpoint_names
 from sweep.metrics import EPOCH_METRICS, noise_metric, parse_noise_metric
 from sweep.run import main
 from tests.datasets import cifar_checksums_disabled, write_cifar, write_mnist
-from tests.processes import closed_port, freeze_if_training, trial_worker, trials_held_in_training, wait_for
+from tests.processes import (
+    closed_port,
+    driver_running,
+    freeze_if_training,
+    trial_worker,
+    trials_held_in_training,
+    wait_for,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -541,14 +548,7 @@ def a_raises_in_epoch_2(config, datasets):
 
 
 # `python -m sweep.run` whose trials run a_raises_in_epoch_2 (Tune resumes a sweep with the trainable it began with).
-FAILING_DRIVER = (
-    "import sys\n"
-    "import sweep.trainable\n"
-    "from tests.test_sweep_run import a_raises_in_epoch_2\n"
-    "sweep.trainable.train_trial = a_raises_in_epoch_2\n"
-    "from sweep.run import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
+FAILING_DRIVER = driver_running("tests.test_sweep_run:a_raises_in_epoch_2")
 
 
 def run_failing_driver(storage: Path, data_root: Path, address: str, *extra: str) -> subprocess.CompletedProcess:
